@@ -1,0 +1,5 @@
+#include "checkpoint/format_version.h"
+
+namespace memento::checkpoint {
+int format_version() { return kFormatVersion; }
+}  // namespace memento::checkpoint

@@ -1,0 +1,26 @@
+#pragma once
+
+#include <string>
+
+#include "core/layers/layer.h"
+
+namespace memento {
+
+// RMSNorm over the last dimension: y = x / sqrt(mean(x^2) + eps) * weight.
+// Parameter "<name>.weight" (C), ones, no weight decay.
+// forward: x (..., C) -> y (..., C). Saves x and rstd (rows,).
+// backward: dy (..., C) -> dx (..., C); weight gradient +=.
+class RMSNorm {
+ public:
+  RMSNorm(ParameterSet& params, const std::string& name, int64_t C, float eps);
+  Tensor forward(LayerContext& ctx, const Tensor& x);
+  Tensor backward(LayerContext& ctx, const Tensor& dy);
+
+ private:
+  std::string name_;
+  int64_t C_;
+  float eps_;
+  ParamRef weight_;  // (C)
+};
+
+}  // namespace memento

@@ -1,0 +1,75 @@
+#include "core/parameters.h"
+
+#include "core/rng.h"
+
+namespace memento {
+
+ParamRef ParameterSet::declare(const std::string& name, Shape shape, ParamInit init,
+                               bool weight_decay) {
+  MEMENTO_CHECK(!allocated(), "declare(", name, ") after allocate()");
+  MEMENTO_CHECK(find(name) == nullptr, "parameter declared twice: ", name);
+  entries_.push_back({name, shape, padded_numel_, init, weight_decay});
+  padded_numel_ += (shape.numel() + kAlignElements - 1) / kAlignElements * kAlignElements;
+  return ParamRef{static_cast<int>(entries_.size()) - 1};
+}
+
+void ParameterSet::allocate(DType dtype, Device device, MemoryResource* resource) {
+  MEMENTO_CHECK(!allocated(), "parameters allocated twice");
+  values_ = Tensor::zeros(Shape{padded_numel_}, dtype, device, resource);
+  grads_ = Tensor::zeros(Shape{padded_numel_}, dtype, device, resource);
+}
+
+void ParameterSet::initialize(uint64_t seed) {
+  MEMENTO_CHECK(allocated(), "initialize() before allocate()");
+  if (device().is_meta()) return;
+  MEMENTO_CHECK(device().is_cpu(), "initialize on the CPU, then copy");
+  for (const Entry& e : entries_) {
+    const uint64_t stream = stream_id(e.name);
+    const TensorView v = values_.view().flat_range(e.offset, e.shape);
+    const int64_t n = e.shape.numel();
+    auto fill = [&](auto* p) {
+#pragma omp parallel for schedule(static)
+      for (int64_t i = 0; i < n; ++i) {
+        switch (e.init.kind) {
+          case ParamInit::Kind::kNormal: p[i] = e.init.std * normal01(seed, stream, i); break;
+          case ParamInit::Kind::kOnes: p[i] = 1; break;
+          case ParamInit::Kind::kZeros: p[i] = 0; break;
+        }
+      }
+    };
+    if (v.dtype() == DType::kF64) {
+      fill(v.data<double>());
+    } else {
+      // Draw in fp32, then round once into the storage dtype.
+      Tensor tmp = Tensor::empty(e.shape, DType::kF32);
+      fill(tmp.data<float>());
+      copy(tmp, v);
+    }
+  }
+}
+
+void ParameterSet::zero_grads() { fill_zero(grads_); }
+
+TensorView ParameterSet::value(ParamRef ref) const {
+  const Entry& e = entries_.at(ref.index);
+  return values_.view().flat_range(e.offset, e.shape);
+}
+
+TensorView ParameterSet::grad(ParamRef ref) const {
+  const Entry& e = entries_.at(ref.index);
+  return grads_.view().flat_range(e.offset, e.shape);
+}
+
+const ParameterSet::Entry* ParameterSet::find(const std::string& name) const {
+  for (const Entry& e : entries_)
+    if (e.name == name) return &e;
+  return nullptr;
+}
+
+int64_t ParameterSet::numel() const {
+  int64_t n = 0;
+  for (const Entry& e : entries_) n += e.shape.numel();
+  return n;
+}
+
+}  // namespace memento

@@ -1,0 +1,70 @@
+// A rank's parameters and their gradients in flat buffers with named views (ARCHITECTURE
+// contract 1). Layers declare their parameters at construction and hold ParamRefs; after
+// allocate() the values and gradients are views into two contiguous buffers with the same layout.
+// Reduction buckets, optimizer states, ZeRO shards and snapshots are ranges of these buffers.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace memento {
+
+struct ParamInit {
+  enum class Kind : uint8_t { kNormal, kOnes, kZeros };
+  Kind kind = Kind::kNormal;
+  float std = 0.02f;  // for kNormal
+
+  static ParamInit normal(float std) { return {Kind::kNormal, std}; }
+  static ParamInit ones() { return {Kind::kOnes, 0.0f}; }
+  static ParamInit zeros() { return {Kind::kZeros, 0.0f}; }
+};
+
+struct ParamRef {
+  int index = -1;
+};
+
+class ParameterSet {
+ public:
+  // Offsets are rounded up to this many elements so every view starts cache-line aligned.
+  static constexpr int64_t kAlignElements = 16;
+
+  struct Entry {
+    std::string name;  // Hugging Face name, e.g. "model.layers.0.self_attn.q_proj.weight"
+    Shape shape;       // e.g. [out, in] for a linear weight
+    int64_t offset;    // in elements, into the flat buffers
+    ParamInit init;
+    bool weight_decay;  // false for norms and biases
+  };
+
+  // Before allocate(): registers a parameter. Names are unique.
+  ParamRef declare(const std::string& name, Shape shape, ParamInit init, bool weight_decay = true);
+
+  // Allocates the value and gradient buffers (gradients zeroed) on `device`.
+  void allocate(DType dtype, Device device = Device::cpu(), MemoryResource* resource = nullptr);
+  bool allocated() const { return values_.defined(); }
+  // Fills every value from the counter-based RNG keyed by (seed, name, element index).
+  void initialize(uint64_t seed);
+  void zero_grads();
+
+  TensorView value(ParamRef ref) const;
+  TensorView grad(ParamRef ref) const;
+  const std::vector<Entry>& entries() const { return entries_; }
+  const Entry* find(const std::string& name) const;  // nullptr when absent
+  int64_t numel() const;          // parameters, without alignment padding
+  int64_t padded_numel() const { return padded_numel_; }  // length of the flat buffers
+  DType dtype() const { return values_.dtype(); }
+  Device device() const { return values_.device(); }
+  TensorView flat_values() const { return values_; }
+  TensorView flat_grads() const { return grads_; }
+
+ private:
+  std::vector<Entry> entries_;
+  int64_t padded_numel_ = 0;
+  Tensor values_;  // (padded_numel,)
+  Tensor grads_;   // (padded_numel,)
+};
+
+}  // namespace memento

@@ -1,0 +1,69 @@
+#include "core/ops/matmul.h"
+
+#include <cblas.h>
+
+#include <atomic>
+#include <chrono>
+
+namespace memento::ops {
+namespace {
+std::atomic<int64_t> g_gemm_nanos{0};
+std::atomic<int64_t> g_gemm_calls{0};
+std::atomic<double> g_gemm_flops{0};
+
+struct Matrix {
+  int64_t rows, cols;
+};
+Matrix as_matrix(const TensorView& t) {
+  const int64_t cols = t.ndim() == 0 ? 1 : t.size(-1);
+  return {cols == 0 ? 0 : t.numel() / cols, cols};
+}
+}  // namespace
+
+void matmul(const TensorView& a, bool transpose_a, const TensorView& b, bool transpose_b,
+            const TensorView& c, double alpha, double beta) {
+  const Matrix ma = as_matrix(a), mb = as_matrix(b), mc = as_matrix(c);
+  const int64_t M = transpose_a ? ma.cols : ma.rows;
+  const int64_t K = transpose_a ? ma.rows : ma.cols;
+  const int64_t Kb = transpose_b ? mb.cols : mb.rows;
+  const int64_t N = transpose_b ? mb.rows : mb.cols;
+  MEMENTO_EXPECT(K == Kb && mc.rows == M && mc.cols == N, ShapeError, "matmul: op(a) ",
+                 a.shape().str(), (transpose_a ? "^T" : ""), " x op(b) ", b.shape().str(),
+                 (transpose_b ? "^T" : ""), " -> c ", c.shape().str(), ": expected c (", M, ", ",
+                 N, ") and inner dims ", K, " == ", Kb);
+  MEMENTO_EXPECT(a.dtype() == b.dtype() && a.dtype() == c.dtype(), ShapeError,
+                 "matmul: dtypes differ: ", dtype_name(a.dtype()), ", ", dtype_name(b.dtype()),
+                 ", ", dtype_name(c.dtype()));
+  if (c.is_meta() || M == 0 || N == 0) return;
+  const auto start = std::chrono::steady_clock::now();
+  const CBLAS_TRANSPOSE ta = transpose_a ? CblasTrans : CblasNoTrans;
+  const CBLAS_TRANSPOSE tb = transpose_b ? CblasTrans : CblasNoTrans;
+  if (a.dtype() == DType::kF32) {
+    cblas_sgemm(CblasRowMajor, ta, tb, M, N, K, static_cast<float>(alpha), a.data<float>(),
+                ma.cols, b.data<float>(), mb.cols, static_cast<float>(beta), c.data<float>(), N);
+  } else if (a.dtype() == DType::kF64) {
+    cblas_dgemm(CblasRowMajor, ta, tb, M, N, K, alpha, a.data<double>(), ma.cols,
+                b.data<double>(), mb.cols, beta, c.data<double>(), N);
+  } else {
+    throw ShapeError(detail::concat("matmul: the CPU backend takes f32 or f64, got ",
+                                    dtype_name(a.dtype())));
+  }
+  const auto nanos = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                         std::chrono::steady_clock::now() - start)
+                         .count();
+  g_gemm_nanos += nanos;
+  g_gemm_calls += 1;
+  g_gemm_flops += 2.0 * static_cast<double>(M) * static_cast<double>(N) * static_cast<double>(K);
+}
+
+GemmStats gemm_stats() {
+  return {static_cast<double>(g_gemm_nanos.load()) * 1e-9, g_gemm_flops.load(), g_gemm_calls.load()};
+}
+
+void reset_gemm_stats() {
+  g_gemm_nanos = 0;
+  g_gemm_calls = 0;
+  g_gemm_flops = 0;
+}
+
+}  // namespace memento::ops

@@ -30,12 +30,13 @@ namespace {
 SystemResource g_system;
 MetaResource g_meta;
 MemoryResource* g_default_cpu = &g_system;
+MemoryResource* g_default_meta = &g_meta;
 }  // namespace
 
 MemoryResource* default_resource(Device device) {
   switch (device.kind) {
     case DeviceKind::kCpu: return g_default_cpu;
-    case DeviceKind::kMeta: return &g_meta;
+    case DeviceKind::kMeta: return g_default_meta;
     case DeviceKind::kCuda: break;
   }
   throw Error("no memory resource for device " + device_name(device) +
@@ -43,9 +44,10 @@ MemoryResource* default_resource(Device device) {
 }
 
 MemoryResource* set_default_resource(Device device, MemoryResource* resource) {
-  MEMENTO_CHECK(device.kind == DeviceKind::kCpu, "only the CPU default resource can be replaced");
-  MemoryResource* previous = g_default_cpu;
-  g_default_cpu = resource;
+  MEMENTO_CHECK(device.kind != DeviceKind::kCuda, "no CUDA backend in this build");
+  MemoryResource*& slot = device.is_meta() ? g_default_meta : g_default_cpu;
+  MemoryResource* previous = slot;
+  slot = resource;
   return previous;
 }
 

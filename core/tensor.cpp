@@ -59,8 +59,10 @@ struct Tensor::Storage {
   MemoryResource* resource = nullptr;
   void* data = nullptr;
   size_t bytes = 0;
+  // kMeta storage has bytes but no data; its resource still hears of the release so that a
+  // tracking resource over it measures what a real run would hold.
   ~Storage() {
-    if (data) resource->deallocate(data, bytes);
+    if (bytes) resource->deallocate(data, bytes);
   }
 };
 

@@ -1,0 +1,46 @@
+#include "core/layers/swiglu_mlp.h"
+
+#include "core/ops/elementwise.h"
+#include "core/ops/swiglu.h"
+
+namespace memento {
+
+SwiGLUMLP::SwiGLUMLP(ParameterSet& params, const std::string& name, int64_t C, int64_t F,
+                     float init_std, float out_init_std)
+    : name_(name),
+      gate_proj_(params, name + ".gate_proj", C, F, init_std),
+      up_proj_(params, name + ".up_proj", C, F, init_std),
+      down_proj_(params, name + ".down_proj", F, C, out_init_std) {}
+
+// down_proj's input h = silu(gate) * up is not saved: backward rebuilds it from gate and up,
+// which are saved anyway, so the MLP keeps B*T*(C + 2F) values instead of B*T*(C + 3F).
+Tensor SwiGLUMLP::forward(LayerContext& ctx, const Tensor& x) {
+  Tensor gate = gate_proj_.forward(ctx, x);                             // (B, T, F)
+  Tensor up = up_proj_.forward(ctx, x);                                 // (B, T, F)
+  Tensor h = Tensor::empty(gate.shape(), gate.dtype(), gate.device());  // (B, T, F)
+  ops::swiglu_forward(gate, up, h);
+  LayerContext no_save{ctx.params, ctx.store, false};
+  Tensor y = down_proj_.forward(no_save, h);  // (B, T, C)
+  if (ctx.training) {
+    ctx.store.save(name_ + "/gate", std::move(gate));
+    ctx.store.save(name_ + "/up", std::move(up));
+  }
+  return y;
+}
+
+Tensor SwiGLUMLP::backward(LayerContext& ctx, const Tensor& dy) {
+  Tensor gate = ctx.store.take(name_ + "/gate");                        // (B, T, F)
+  Tensor up = ctx.store.take(name_ + "/up");                            // (B, T, F)
+  Tensor h = Tensor::empty(gate.shape(), gate.dtype(), gate.device());  // (B, T, F)
+  ops::swiglu_forward(gate, up, h);
+  // Hand h to down_proj through the store, under the key its forward would have used.
+  ctx.store.save(name_ + ".down_proj/x", std::move(h));
+  const Tensor dh = down_proj_.backward(ctx, dy);  // (B, T, F)
+  // gate and up are not needed after this: their gradients overwrite them in place.
+  ops::swiglu_backward(dh, gate, up, gate, up);
+  Tensor dx = gate_proj_.backward(ctx, gate);  // (B, T, C)
+  ops::add_(dx, up_proj_.backward(ctx, up));
+  return dx;
+}
+
+}  // namespace memento

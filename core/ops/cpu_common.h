@@ -1,0 +1,60 @@
+// Helpers shared by the CPU ops: dtype dispatch, the kMeta test, fixed-order reductions.
+// Internal to core/ops; not part of the op API.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <initializer_list>
+
+#include "core/tensor.h"
+
+namespace memento::ops::detail {
+
+// Calls f(T{}) with T = float or double for the dtype; any other dtype is a ShapeError naming
+// the op and the tensor.
+template <typename F>
+decltype(auto) dispatch_float(DType dtype, const char* op, const char* tensor, F&& f) {
+  switch (dtype) {
+    case DType::kF32: return f(float{});
+    case DType::kF64: return f(double{});
+    default: break;
+  }
+  throw ShapeError(::memento::detail::concat(
+      op, ": ", tensor, " must be f32 or f64 on the CPU, got ", dtype_name(dtype)));
+}
+
+// True when any of the tensors is on kMeta: the op checks shapes and skips its compute.
+inline bool any_meta(std::initializer_list<TensorView> tensors) {
+  return std::any_of(tensors.begin(), tensors.end(),
+                     [](const TensorView& t) { return t.is_meta(); });
+}
+
+// Sum of a[i] * b[i] in fp64 with kLanes independent accumulators added in a fixed order: the
+// compiler can vectorise it and the result does not depend on threads or alignment.
+template <typename T>
+double dot_f64(const T* a, const T* b, int64_t n) {
+  constexpr int kLanes = 8;
+  double lane[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int k = 0; k < kLanes; ++k)
+      lane[k] += static_cast<double>(a[i + k]) * static_cast<double>(b[i + k]);
+  double tail = 0;
+  for (; i < n; ++i) tail += static_cast<double>(a[i]) * static_cast<double>(b[i]);
+  double s = 0;
+  for (int k = 0; k < kLanes; ++k) s += lane[k];
+  return s + tail;
+}
+
+// Splits n items into at most max_blocks contiguous blocks whose boundaries depend only on n, so
+// per-block partial sums combined in block order are the same for any thread count.
+struct FixedBlocks {
+  static constexpr int64_t kMaxBlocks = 256;
+  int64_t n, count;
+  explicit FixedBlocks(int64_t items, int64_t max_blocks = kMaxBlocks)
+      : n(items), count(std::min(items, max_blocks)) {}
+  int64_t begin(int64_t block) const { return block * n / count; }
+  int64_t end(int64_t block) const { return (block + 1) * n / count; }
+};
+
+}  // namespace memento::ops::detail

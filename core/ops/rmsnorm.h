@@ -1,0 +1,20 @@
+// RMSNorm over the last dimension on CPU tensors (fp32 or fp64). A tensor (..., C) is read as
+// rows x C. kMeta tensors are accepted: shapes are checked and the compute is skipped.
+#pragma once
+
+#include "core/tensor.h"
+
+namespace memento::ops {
+
+// y = x * rstd * weight with rstd = 1 / sqrt(mean(x^2) + eps), the mean accumulated in fp64.
+// x (..., C), weight (C), y (..., C), rstd (rows) where rows = x.numel() / C; all one dtype.
+void rmsnorm_forward(const TensorView& x, const TensorView& weight, double eps, const TensorView& y,
+                     const TensorView& rstd);
+
+// dx = rstd * (dy * weight - x * rstd^2 * mean(dy * weight * x)) (overwrites dx) and
+// dweight += sum over rows of dy * x * rstd, reduced in a fixed order (parallel over channels).
+// dy, x, dx (..., C); weight, dweight (C); rstd (rows) as saved by rmsnorm_forward.
+void rmsnorm_backward(const TensorView& dy, const TensorView& x, const TensorView& weight,
+                      const TensorView& rstd, const TensorView& dx, const TensorView& dweight);
+
+}  // namespace memento::ops

@@ -119,8 +119,20 @@ double load_as_double(const void* src, DType dtype, size_t i) {
   return 0.0;
 }
 
+// fp64 -> fp32 rounding to odd: an inexact result gets its last bit set, so that a second
+// round-to-nearest-even into a format at least two bits narrower rounds as if done once.
+float to_float_round_to_odd(double v) {
+  float f = static_cast<float>(v);
+  if (!std::isfinite(f) || static_cast<double>(f) == v) return f;
+  uint32_t u = bits_of(f);
+  if (std::fabs(static_cast<double>(f)) > std::fabs(v)) u -= 1;  // truncate toward zero
+  return float_of(u | 1u);
+}
+
 void store_from_double(double v, void* dst, DType dtype, size_t i) {
-  const auto f = static_cast<float>(v);
+  const bool narrow = dtype == DType::kBF16 || dtype == DType::kF16 || dtype == DType::kF8E4M3 ||
+                      dtype == DType::kF8E5M2;
+  const float f = narrow ? to_float_round_to_odd(v) : static_cast<float>(v);
   switch (dtype) {
     case DType::kF32: static_cast<float*>(dst)[i] = f; break;
     case DType::kF64: static_cast<double*>(dst)[i] = v; break;

@@ -1,5 +1,6 @@
 #include "core/rng.h"
 
+#include <algorithm>
 #include <cmath>
 
 namespace memento {
@@ -12,7 +13,10 @@ constexpr int kPhiloxRounds = 10;
 constexpr float kTwoPi = 6.28318530717958647692f;
 constexpr float kInv2Pow24 = 1.0f / 16777216.0f;
 
-float to_open01(uint32_t x) { return (static_cast<float>(x >> 8) + 0.5f) * kInv2Pow24; }
+// (x + 0.5) / 2^24 rounds to 1.0f for the largest x; clamp to the largest float below 1.
+float to_open01(uint32_t x) {
+  return std::min((static_cast<float>(x >> 8) + 0.5f) * kInv2Pow24, 0x1.fffffep-1f);
+}
 }  // namespace
 
 std::array<uint32_t, 4> philox4x32(uint64_t seed, uint64_t stream, uint64_t counter) {

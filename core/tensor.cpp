@@ -73,8 +73,9 @@ Tensor Tensor::empty(Shape shape, DType dtype, Device device, MemoryResource* re
   Tensor t;
   t.storage_ = std::make_shared<Storage>();
   t.storage_->resource = resource;
-  t.storage_->bytes = static_cast<size_t>(shape.numel()) * dtype_size(dtype);
-  t.storage_->data = resource->allocate(t.storage_->bytes);
+  const size_t bytes = static_cast<size_t>(shape.numel()) * dtype_size(dtype);
+  t.storage_->data = resource->allocate(bytes);  // may throw: then nothing is released
+  t.storage_->bytes = bytes;
   t.view_ = TensorView(t.storage_->data, shape, dtype, device);
   return t;
 }

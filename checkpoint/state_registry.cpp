@@ -1,0 +1,109 @@
+#include "checkpoint/state_registry.h"
+
+#include <utility>
+
+namespace memento::checkpoint {
+
+std::string_view entry_kind_name(EntryKind kind) {
+  switch (kind) {
+    case EntryKind::kTensor:
+      return "tensor";
+    case EntryKind::kInt:
+      return "int";
+    case EntryKind::kDouble:
+      return "double";
+    case EntryKind::kString:
+      return "string";
+  }
+  return "?";
+}
+
+bool valid_state_name(std::string_view name) {
+  int segments = 0;
+  size_t begin = 0;
+  while (begin <= name.size()) {
+    size_t end = name.find('/', begin);
+    if (end == std::string_view::npos) end = name.size();
+    const std::string_view segment = name.substr(begin, end - begin);
+    if (segment.empty() || segment == "." || segment == "..") return false;
+    for (char c : segment) {
+      if (c < 0x20 || c > 0x7e) return false;
+    }
+    ++segments;
+    begin = end + 1;
+  }
+  return segments >= 2;
+}
+
+void StateRegistry::add_tensor(std::string name, TensorView view) {
+  MEMENTO_CHECK(!view.is_meta(), "state tensor ", name, " is a kMeta tensor without storage");
+  MEMENTO_CHECK(view.raw() != nullptr || view.numel() == 0, "state tensor ", name,
+                " has no data pointer");
+  StateEntry entry;
+  entry.name = std::move(name);
+  entry.kind = EntryKind::kTensor;
+  entry.tensor = view;
+  add(std::move(entry));
+}
+
+void StateRegistry::add_int(std::string name, int64_t* value) {
+  MEMENTO_CHECK(value != nullptr, "state int ", name, " is a null pointer");
+  StateEntry entry;
+  entry.name = std::move(name);
+  entry.kind = EntryKind::kInt;
+  entry.int_value = value;
+  add(std::move(entry));
+}
+
+void StateRegistry::add_double(std::string name, double* value) {
+  MEMENTO_CHECK(value != nullptr, "state double ", name, " is a null pointer");
+  StateEntry entry;
+  entry.name = std::move(name);
+  entry.kind = EntryKind::kDouble;
+  entry.double_value = value;
+  add(std::move(entry));
+}
+
+void StateRegistry::add_string(std::string name, std::string* value) {
+  MEMENTO_CHECK(value != nullptr, "state string ", name, " is a null pointer");
+  StateEntry entry;
+  entry.name = std::move(name);
+  entry.kind = EntryKind::kString;
+  entry.string_value = value;
+  add(std::move(entry));
+}
+
+void StateRegistry::add(StateEntry entry) {
+  const std::string& name = entry.name;
+  MEMENTO_CHECK(valid_state_name(name), "state name \"", name,
+                "\" is not \"group/name\" (non-empty segments, printable ASCII)");
+  MEMENTO_CHECK(!index_.contains(name), "state name ", name, " is registered twice");
+  // A name cannot be both an entry and the group holding other entries: in HDF5 "a/b" cannot be
+  // a dataset and a group at once.
+  MEMENTO_CHECK(!interior_.contains(name), "state name ", name,
+                " is the parent path of an already registered name");
+  for (size_t slash = name.find('/'); slash != std::string::npos;
+       slash = name.find('/', slash + 1)) {
+    const std::string parent = name.substr(0, slash);
+    MEMENTO_CHECK(!index_.contains(parent), "state name ", name, " lies under the registered name ",
+                  parent);
+    interior_.insert(parent);
+  }
+  index_.emplace(name, entries_.size());
+  entries_.push_back(std::move(entry));
+}
+
+const StateEntry* StateRegistry::find(std::string_view name) const {
+  const auto it = index_.find(std::string(name));
+  return it == index_.end() ? nullptr : &entries_[it->second];
+}
+
+size_t StateRegistry::tensor_bytes() const {
+  size_t bytes = 0;
+  for (const StateEntry& e : entries_) {
+    if (e.kind == EntryKind::kTensor) bytes += e.tensor.bytes();
+  }
+  return bytes;
+}
+
+}  // namespace memento::checkpoint

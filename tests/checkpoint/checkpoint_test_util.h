@@ -1,0 +1,146 @@
+// Shared by the checkpoint tests: a scratch directory and a registry over every kind of state,
+// filled deterministically from a seed so that a loaded checkpoint can be compared bit for bit.
+#pragma once
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <limits>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "checkpoint/state_registry.h"
+
+namespace memento::checkpoint::test_util {
+
+namespace fs = std::filesystem;
+
+// A fresh directory named after the running test, removed afterwards.
+class ScratchDir {
+ public:
+  ScratchDir() {
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    path_ = fs::temp_directory_path() / ("memento_ckpt_" + std::string(info->test_suite_name()) +
+                                         "_" + info->name() + "_" + std::to_string(::getpid()));
+    fs::remove_all(path_);
+    fs::create_directories(path_);
+  }
+  ~ScratchDir() {
+    std::error_code ignored;
+    fs::remove_all(path_, ignored);
+  }
+  std::string str() const { return path_.string(); }
+  std::string operator/(const std::string& name) const { return (path_ / name).string(); }
+
+ private:
+  fs::path path_;
+};
+
+inline void fill_random_bytes(void* data, size_t bytes, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  auto* p = static_cast<unsigned char*>(data);
+  size_t i = 0;
+  for (; i + 8 <= bytes; i += 8) {
+    const uint64_t word = rng();
+    std::memcpy(p + i, &word, 8);
+  }
+  for (; i < bytes; ++i) p[i] = static_cast<unsigned char>(rng() >> 56);
+}
+
+struct TensorSpec {
+  std::string name;
+  Shape shape;
+  DType dtype;
+};
+
+// Every dtype, a 0-d tensor and an empty one, in the groups a trainer uses.
+inline std::vector<TensorSpec> all_dtype_specs() {
+  return {
+      {"model/model.embed_tokens.weight", {32, 16}, DType::kBF16},
+      {"model/model.layers.0.self_attn.q_proj.weight", {16, 16}, DType::kF32},
+      {"model/model.norm.weight", {16}, DType::kF32},
+      {"optim/exp_avg/model.norm.weight", {16}, DType::kF32},
+      {"optim/master/model.layers.0.mlp.up_proj.weight", {8, 4, 3}, DType::kF64},
+      {"fp8/amax_history/e4m3", {5, 7}, DType::kF8E4M3},
+      {"fp8/amax_history/e5m2", {7}, DType::kF8E5M2},
+      {"model/half", {3, 5}, DType::kF16},
+      {"state/rng/counters", {4}, DType::kI64},
+      {"state/data/cursor", {2, 3}, DType::kI32},
+      {"state/tokens_u16", {9}, DType::kU16},
+      {"state/scalar_tensor", {}, DType::kF32},
+      {"state/empty", {0, 4}, DType::kF32},
+  };
+}
+
+// Owns the state a registry points at. Not movable: the registry holds its addresses.
+class TestState {
+ public:
+  TestState(uint64_t seed, const std::vector<TensorSpec>& specs = all_dtype_specs()) {
+    for (size_t i = 0; i < specs.size(); ++i) {
+      tensors.push_back(Tensor::empty(specs[i].shape, specs[i].dtype));
+      fill_random_bytes(tensors.back().view().raw(), tensors.back().bytes(), seed * 1000 + i);
+      registry.add_tensor(specs[i].name, tensors.back());
+    }
+    std::mt19937_64 rng(seed);
+    step = static_cast<int64_t>(rng() >> 1);
+    min_int = std::numeric_limits<int64_t>::min() + static_cast<int64_t>(seed);
+    const uint64_t nan_bits = 0x7FF4000000000000ull | (seed & 0xFFFF);  // NaN with a payload
+    std::memcpy(&nan_payload, &nan_bits, sizeof(nan_payload));
+    lr = 3e-4 * static_cast<double>(seed);
+    negative_zero = seed % 2 ? -0.0 : 0.0;
+    config = "model:\n  dim: " + std::to_string(seed) + "\n  name: \"Llama — ünïcode\"\n";
+    big_string.assign(200000, 'x');
+    big_string[seed % big_string.size()] = 'y';
+    empty_string = seed % 2 ? "" : "not empty";
+    registry.add_int("state/step", &step);
+    registry.add_int("state/min_int", &min_int);
+    registry.add_double("state/lr", &lr);
+    registry.add_double("state/nan_payload", &nan_payload);
+    registry.add_double("state/negative_zero", &negative_zero);
+    registry.add_string("meta/config", &config);
+    registry.add_string("meta/big", &big_string);
+    registry.add_string("meta/empty", &empty_string);
+  }
+  TestState(const TestState&) = delete;
+  TestState& operator=(const TestState&) = delete;
+
+  std::vector<Tensor> tensors;
+  int64_t step = 0, min_int = 0;
+  double lr = 0, nan_payload = 0, negative_zero = 0;
+  std::string config, big_string, empty_string;
+  StateRegistry registry;
+};
+
+// Bit-for-bit equality of every entry of two registries with the same names.
+inline void expect_identical(const StateRegistry& a, const StateRegistry& b) {
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    const StateEntry& x = a.entries()[i];
+    const StateEntry& y = b.entries()[i];
+    ASSERT_EQ(x.name, y.name);
+    switch (x.kind) {
+      case EntryKind::kTensor:
+        ASSERT_EQ(x.tensor.bytes(), y.tensor.bytes()) << x.name;
+        if (x.tensor.bytes() > 0) {
+          EXPECT_EQ(std::memcmp(x.tensor.raw(), y.tensor.raw(), x.tensor.bytes()), 0) << x.name;
+        }
+        break;
+      case EntryKind::kInt:
+        EXPECT_EQ(*x.int_value, *y.int_value) << x.name;
+        break;
+      case EntryKind::kDouble:
+        EXPECT_EQ(std::memcmp(x.double_value, y.double_value, sizeof(double)), 0) << x.name;
+        break;
+      case EntryKind::kString:
+        EXPECT_EQ(*x.string_value, *y.string_value) << x.name;
+        break;
+    }
+  }
+}
+
+}  // namespace memento::checkpoint::test_util

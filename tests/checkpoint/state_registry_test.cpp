@@ -1,0 +1,106 @@
+#include "checkpoint/state_registry.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+namespace memento::checkpoint {
+namespace {
+
+TEST(StateRegistry, KeepsEntriesInRegistrationOrderWithTheirKinds) {
+  Tensor weight = Tensor::zeros({4, 8}, DType::kBF16);
+  int64_t step = 7;
+  double loss_scale = 1024.0;
+  std::string config = "model: tiny";
+  StateRegistry registry;
+  registry.add_tensor("model/model.layers.0.self_attn.q_proj.weight", weight);
+  registry.add_int("state/step", &step);
+  registry.add_double("state/loss_scale", &loss_scale);
+  registry.add_string("meta/config", &config);
+
+  ASSERT_EQ(registry.size(), 4u);
+  std::vector<std::string> names;
+  for (const StateEntry& e : registry) names.push_back(e.name);
+  EXPECT_EQ(names, (std::vector<std::string>{"model/model.layers.0.self_attn.q_proj.weight",
+                                             "state/step", "state/loss_scale", "meta/config"}));
+  const StateEntry* w = registry.find("model/model.layers.0.self_attn.q_proj.weight");
+  ASSERT_NE(w, nullptr);
+  EXPECT_EQ(w->kind, EntryKind::kTensor);
+  EXPECT_EQ(w->group(), "model");
+  EXPECT_EQ(w->tensor.raw(), weight.view().raw());
+  EXPECT_EQ(registry.find("state/step")->int_value, &step);
+  EXPECT_EQ(registry.find("state/loss_scale")->double_value, &loss_scale);
+  EXPECT_EQ(registry.find("meta/config")->string_value, &config);
+  EXPECT_EQ(registry.find("state/missing"), nullptr);
+  EXPECT_EQ(registry.tensor_bytes(), 4u * 8u * 2u);
+}
+
+TEST(StateRegistry, ValidNamesHaveAGroupAndCleanSegments) {
+  EXPECT_TRUE(valid_state_name("model/model.norm.weight"));
+  EXPECT_TRUE(valid_state_name("optim/exp_avg/model.norm.weight"));
+  EXPECT_FALSE(valid_state_name("step"));  // no group
+  EXPECT_FALSE(valid_state_name(""));
+  EXPECT_FALSE(valid_state_name("/model/x"));
+  EXPECT_FALSE(valid_state_name("model/x/"));
+  EXPECT_FALSE(valid_state_name("model//x"));
+  EXPECT_FALSE(valid_state_name("model/../x"));
+  EXPECT_FALSE(valid_state_name("model/./x"));
+  EXPECT_FALSE(valid_state_name("model/x\ny"));
+}
+
+using StateRegistryDeathTest = ::testing::Test;
+
+TEST_F(StateRegistryDeathTest, DuplicateNamesAreABug) {
+  int64_t a = 0, b = 0;
+  EXPECT_DEATH(
+      {
+        StateRegistry registry;
+        registry.add_int("state/step", &a);
+        registry.add_int("state/step", &b);
+      },
+      "registered twice");
+}
+
+TEST_F(StateRegistryDeathTest, ANameCannotBeBothAnEntryAndAGroup) {
+  int64_t a = 0, b = 0;
+  EXPECT_DEATH(
+      {
+        StateRegistry registry;
+        registry.add_int("state/rng", &a);
+        registry.add_int("state/rng/counter", &b);
+      },
+      "lies under the registered name state/rng");
+  EXPECT_DEATH(
+      {
+        StateRegistry registry;
+        registry.add_int("state/rng/counter", &b);
+        registry.add_int("state/rng", &a);
+      },
+      "parent path");
+}
+
+TEST_F(StateRegistryDeathTest, MalformedNamesAndNullPointersAreBugs) {
+  int64_t a = 0;
+  EXPECT_DEATH(
+      {
+        StateRegistry registry;
+        registry.add_int("step", &a);
+      },
+      "group/name");
+  EXPECT_DEATH(
+      {
+        StateRegistry registry;
+        registry.add_double("state/x", nullptr);
+      },
+      "null pointer");
+  EXPECT_DEATH(
+      {
+        StateRegistry registry;
+        registry.add_tensor("model/w", Tensor::empty({2, 2}, DType::kF32, Device::meta()));
+      },
+      "kMeta");
+}
+
+}  // namespace
+}  // namespace memento::checkpoint

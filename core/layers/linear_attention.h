@@ -18,7 +18,9 @@ struct LinearAttentionOptions {
 // each chunk plus q times the running state M = sum k^T v carried across chunks
 // (research/algo-parallel-memory.md section 1). Heads: NH query heads, NKV key/value heads (GQA).
 // Parameters as SoftmaxAttention, plus "<name>.o_norm.weight" (HS) when output_norm.
-// forward: x (B, T, C) -> (B, T, C). backward: dy (B, T, C) -> dx (B, T, C).
+// forward: x (B, T, C) -> (B, T, C). Saves x (via the projections), q, k, v and the attention
+// output (B, T, NH, HS); with output_norm, o_proj's normalised input is rebuilt from it in backward.
+// backward: dy (B, T, C) -> dx (B, T, C).
 class LinearAttention {
  public:
   LinearAttention(ParameterSet& params, const std::string& name, AttentionDims dims,

@@ -1,0 +1,303 @@
+#include "core/ops/attention.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <type_traits>
+#include <vector>
+
+#include "core/ops/cpu_common.h"
+
+namespace memento::ops {
+namespace {
+
+using detail::any_meta;
+using detail::dispatch_float;
+
+// Query rows per forward/dq task and keys per tile: a key tile (K and V, transposed) and the
+// tile's accumulators stay in L1/L2 while every row of the task streams over it.
+constexpr int64_t kQueryTile = 64;
+constexpr int64_t kKeyTile = 64;
+// Below this many multiply-adds a parallel region costs more than it saves.
+constexpr int64_t kMinParallelWork = 1 << 16;
+
+struct Dims {
+  int64_t B, T, NH, NKV, HS;
+  int64_t group() const { return NH / NKV; }
+  bool parallel() const { return B * NH * T * (T + 1) / 2 * HS >= kMinParallelWork; }
+};
+
+Dims check_shapes(const TensorView& q, const TensorView& k, const TensorView& v,
+                  const TensorView& lse, const char* op) {
+  MEMENTO_EXPECT(q.ndim() == 4, ShapeError, op, ": q must be (B, T, NH, HS), got ",
+                 q.shape().str());
+  MEMENTO_EXPECT(k.ndim() == 4, ShapeError, op, ": k must be (B, T, NKV, HS), got ",
+                 k.shape().str());
+  const Dims d{q.size(0), q.size(1), q.size(2), k.size(2), q.size(3)};
+  MEMENTO_EXPECT(d.NKV > 0 && d.NH % d.NKV == 0, ShapeError, op, ": query heads ", d.NH,
+                 " must be a multiple of kv heads ", d.NKV);
+  expect_shape(k, Shape{d.B, d.T, d.NKV, d.HS}, "attention k");
+  expect_shape(v, Shape{d.B, d.T, d.NKV, d.HS}, "attention v");
+  expect_shape(lse, Shape{d.B, d.NH, d.T}, "attention lse");
+  for (const TensorView* t : {&k, &v, &lse}) expect_dtype(*t, q.dtype(), op);
+  return d;
+}
+
+// One head of a (B, T, H, HS) tensor: row t starts at base + t * stride.
+template <typename T>
+struct Head {
+  T* base;
+  int64_t stride;
+  T* row(int64_t t) const { return base + t * stride; }
+};
+
+template <typename T>
+Head<T> head(const TensorView& x, int64_t b, int64_t h) {
+  const int64_t Tn = x.size(1), H = x.size(2), HS = x.size(3);
+  return {x.data<std::remove_const_t<T>>() + (b * Tn * H + h) * HS, H * HS};
+}
+
+// dst[d * kKeyTile + j] = src row (j0 + j)[d] for j < w: the tile transposed so that a row times
+// the tile is a sum of contiguous axpys.
+template <typename T>
+void load_transposed(Head<const T> src, int64_t j0, int64_t w, int64_t HS, T* dst) {
+  for (int64_t j = 0; j < w; ++j) {
+    const T* r = src.row(j0 + j);
+    for (int64_t d = 0; d < HS; ++d) dst[d * kKeyTile + j] = r[d];
+  }
+}
+
+// out[j] = sum_d a[d] * tile[d][j] for j < n, summed over d in order.
+template <typename T>
+void row_times_tile(const T* a, const T* tile, int64_t HS, int64_t n, T* out) {
+  std::fill(out, out + n, T{0});
+  for (int64_t d = 0; d < HS; ++d) {
+    const T ad = a[d];
+    const T* col = tile + d * kKeyTile;
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) out[j] += ad * col[j];
+  }
+}
+
+template <typename T>
+void axpy(T a, const T* x, T* y, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
+}
+
+template <typename T>
+T dot(const T* a, const T* b, int64_t n) {
+  T s = 0;
+#pragma omp simd reduction(+ : s)
+  for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+int64_t tiles(int64_t n, int64_t tile) { return (n + tile - 1) / tile; }
+
+template <typename T>
+void forward_kernel(const TensorView& q, const TensorView& k, const TensorView& v,
+                    const TensorView& out, const TensorView& lse, Dims dm) {
+  const int64_t HS = dm.HS, Tn = dm.T;
+  const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(HS)));
+  T* lse_p = lse.data<T>();
+  const int64_t query_tiles = tiles(Tn, kQueryTile);
+#pragma omp parallel if (dm.parallel())
+  {
+    std::vector<T> kt(HS * kKeyTile), s(kKeyTile);
+    std::vector<T> acc(kQueryTile * HS), m(kQueryTile), l(kQueryTile);
+#pragma omp for collapse(3) schedule(dynamic, 1)
+    for (int64_t b = 0; b < dm.B; ++b) {
+      for (int64_t h = 0; h < dm.NH; ++h) {
+        for (int64_t qt = 0; qt < query_tiles; ++qt) {
+          const int64_t g = h / dm.group();
+          const Head<const T> qh = head<const T>(q, b, h), kh = head<const T>(k, b, g),
+                              vh = head<const T>(v, b, g);
+          const int64_t i0 = qt * kQueryTile, i1 = std::min(i0 + kQueryTile, Tn);
+          std::fill(acc.begin(), acc.end(), T{0});
+          std::fill(m.begin(), m.end(), -std::numeric_limits<T>::infinity());
+          std::fill(l.begin(), l.end(), T{0});
+          for (int64_t j0 = 0; j0 < i1; j0 += kKeyTile) {
+            const int64_t w = std::min(kKeyTile, i1 - j0);
+            load_transposed(kh, j0, w, HS, kt.data());
+            for (int64_t i = std::max(i0, j0); i < i1; ++i) {
+              const int64_t ii = i - i0, n = std::min(w, i - j0 + 1);
+              row_times_tile(qh.row(i), kt.data(), HS, n, s.data());
+              T mx = m[ii];
+              for (int64_t j = 0; j < n; ++j) {
+                s[j] *= scale;
+                mx = std::max(mx, s[j]);
+              }
+              // Online softmax: rescale what earlier tiles accumulated to the new row maximum.
+              const T alpha = std::exp(m[ii] - mx);
+              T sum = 0;
+              for (int64_t j = 0; j < n; ++j) {
+                s[j] = std::exp(s[j] - mx);
+                sum += s[j];
+              }
+              l[ii] = l[ii] * alpha + sum;
+              m[ii] = mx;
+              T* o = acc.data() + ii * HS;
+              for (int64_t d = 0; d < HS; ++d) o[d] *= alpha;
+              for (int64_t j = 0; j < n; ++j) axpy(s[j], vh.row(j0 + j), o, HS);
+            }
+          }
+          const Head<T> oh = head<T>(out, b, h);
+          for (int64_t i = i0; i < i1; ++i) {
+            const int64_t ii = i - i0;
+            const T inv = T{1} / l[ii];
+            T* o = oh.row(i);
+            for (int64_t d = 0; d < HS; ++d) o[d] = acc[ii * HS + d] * inv;
+            lse_p[(b * dm.NH + h) * Tn + i] = m[ii] + std::log(l[ii]);
+          }
+        }
+      }
+    }
+  }
+}
+
+// dS_ij = P_ij (dP_ij - D_i) for j < n of one row against a transposed key/value tile, where
+// P_ij = exp(scale q_i.k_j - lse_i), dP_ij = do_i.v_j. Leaves P in p and dS in ds.
+template <typename T>
+void row_gradients(const T* qi, const T* doi, T lse_i, T D_i, const T* kt, const T* vt, int64_t HS,
+                   int64_t n, T scale, T* p, T* ds) {
+  row_times_tile(qi, kt, HS, n, p);
+  row_times_tile(doi, vt, HS, n, ds);
+  for (int64_t j = 0; j < n; ++j) {
+    p[j] = std::exp(p[j] * scale - lse_i);
+    ds[j] = p[j] * (ds[j] - D_i);
+  }
+}
+
+// Pass 1: dq over (b, h, query tile), and D_i = do_i . o_i for pass 2.
+template <typename T>
+void backward_dq_kernel(const TensorView& q, const TensorView& k, const TensorView& v,
+                        const TensorView& out, const TensorView& lse, const TensorView& dout,
+                        const TensorView& dq, T* D, Dims dm) {
+  const int64_t HS = dm.HS, Tn = dm.T;
+  const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(HS)));
+  const T* lse_p = lse.data<T>();
+  const int64_t query_tiles = tiles(Tn, kQueryTile);
+#pragma omp parallel if (dm.parallel())
+  {
+    std::vector<T> kt(HS * kKeyTile), vt(HS * kKeyTile), p(kKeyTile), ds(kKeyTile);
+    std::vector<T> acc(kQueryTile * HS);
+#pragma omp for collapse(3) schedule(dynamic, 1)
+    for (int64_t b = 0; b < dm.B; ++b) {
+      for (int64_t h = 0; h < dm.NH; ++h) {
+        for (int64_t qt = 0; qt < query_tiles; ++qt) {
+          const int64_t g = h / dm.group();
+          const Head<const T> qh = head<const T>(q, b, h), kh = head<const T>(k, b, g),
+                              vh = head<const T>(v, b, g), oh = head<const T>(out, b, h),
+                              doh = head<const T>(dout, b, h);
+          const int64_t i0 = qt * kQueryTile, i1 = std::min(i0 + kQueryTile, Tn);
+          const T* lse_row = lse_p + (b * dm.NH + h) * Tn;
+          T* D_row = D + (b * dm.NH + h) * Tn;
+          for (int64_t i = i0; i < i1; ++i) D_row[i] = dot(doh.row(i), oh.row(i), HS);
+          std::fill(acc.begin(), acc.end(), T{0});
+          for (int64_t j0 = 0; j0 < i1; j0 += kKeyTile) {
+            const int64_t w = std::min(kKeyTile, i1 - j0);
+            load_transposed(kh, j0, w, HS, kt.data());
+            load_transposed(vh, j0, w, HS, vt.data());
+            for (int64_t i = std::max(i0, j0); i < i1; ++i) {
+              const int64_t n = std::min(w, i - j0 + 1);
+              row_gradients(qh.row(i), doh.row(i), lse_row[i], D_row[i], kt.data(), vt.data(), HS,
+                            n, scale, p.data(), ds.data());
+              T* a = acc.data() + (i - i0) * HS;
+              for (int64_t j = 0; j < n; ++j) axpy(ds[j], kh.row(j0 + j), a, HS);
+            }
+          }
+          const Head<T> dqh = head<T>(dq, b, h);
+          for (int64_t i = i0; i < i1; ++i)
+            for (int64_t d = 0; d < HS; ++d) dqh.row(i)[d] = acc[(i - i0) * HS + d] * scale;
+        }
+      }
+    }
+  }
+}
+
+// Pass 2: dk and dv over (b, kv head, key tile); the query heads of the group and the query
+// rows are visited in order, so the sums are deterministic without atomics.
+template <typename T>
+void backward_dkv_kernel(const TensorView& q, const TensorView& k, const TensorView& v,
+                         const TensorView& lse, const TensorView& dout, const TensorView& dk,
+                         const TensorView& dv, const T* D, Dims dm) {
+  const int64_t HS = dm.HS, Tn = dm.T;
+  const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(HS)));
+  const T* lse_p = lse.data<T>();
+  const int64_t key_tiles = tiles(Tn, kKeyTile);
+#pragma omp parallel if (dm.parallel())
+  {
+    std::vector<T> kt(HS * kKeyTile), vt(HS * kKeyTile), p(kKeyTile), ds(kKeyTile);
+    std::vector<T> dk_acc(kKeyTile * HS), dv_acc(kKeyTile * HS);
+#pragma omp for collapse(3) schedule(dynamic, 1)
+    for (int64_t b = 0; b < dm.B; ++b) {
+      for (int64_t g = 0; g < dm.NKV; ++g) {
+        for (int64_t kt_index = 0; kt_index < key_tiles; ++kt_index) {
+          const Head<const T> kh = head<const T>(k, b, g), vh = head<const T>(v, b, g);
+          const int64_t j0 = kt_index * kKeyTile, w = std::min(kKeyTile, Tn - j0);
+          load_transposed(kh, j0, w, HS, kt.data());
+          load_transposed(vh, j0, w, HS, vt.data());
+          std::fill(dk_acc.begin(), dk_acc.end(), T{0});
+          std::fill(dv_acc.begin(), dv_acc.end(), T{0});
+          for (int64_t h = g * dm.group(); h < (g + 1) * dm.group(); ++h) {
+            const Head<const T> qh = head<const T>(q, b, h), doh = head<const T>(dout, b, h);
+            const T* lse_row = lse_p + (b * dm.NH + h) * Tn;
+            const T* D_row = D + (b * dm.NH + h) * Tn;
+            for (int64_t i = j0; i < Tn; ++i) {
+              const int64_t n = std::min(w, i - j0 + 1);
+              row_gradients(qh.row(i), doh.row(i), lse_row[i], D_row[i], kt.data(), vt.data(), HS,
+                            n, scale, p.data(), ds.data());
+              for (int64_t j = 0; j < n; ++j) {
+                axpy(p[j], doh.row(i), dv_acc.data() + j * HS, HS);
+                axpy(ds[j], qh.row(i), dk_acc.data() + j * HS, HS);
+              }
+            }
+          }
+          const Head<T> dkh = head<T>(dk, b, g), dvh = head<T>(dv, b, g);
+          for (int64_t j = 0; j < w; ++j) {
+            for (int64_t d = 0; d < HS; ++d) {
+              dkh.row(j0 + j)[d] = dk_acc[j * HS + d] * scale;
+              dvh.row(j0 + j)[d] = dv_acc[j * HS + d];
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void attention_forward(const TensorView& q, const TensorView& k, const TensorView& v,
+                       const TensorView& out, const TensorView& lse) {
+  const Dims dm = check_shapes(q, k, v, lse, "attention_forward");
+  expect_shape(out, q.shape(), "attention_forward out");
+  expect_dtype(out, q.dtype(), "attention_forward out");
+  if (any_meta({q, k, v, out, lse})) return;
+  dispatch_float(q.dtype(), "attention_forward", "q",
+                 [&](auto zero) { forward_kernel<decltype(zero)>(q, k, v, out, lse, dm); });
+}
+
+void attention_backward(const TensorView& q, const TensorView& k, const TensorView& v,
+                        const TensorView& out, const TensorView& lse, const TensorView& dout,
+                        const TensorView& dq, const TensorView& dk, const TensorView& dv) {
+  const Dims dm = check_shapes(q, k, v, lse, "attention_backward");
+  for (const TensorView* t : {&out, &dout, &dq}) {
+    expect_shape(*t, q.shape(), "attention_backward out/dout/dq");
+    expect_dtype(*t, q.dtype(), "attention_backward out/dout/dq");
+  }
+  for (const TensorView* t : {&dk, &dv}) {
+    expect_shape(*t, k.shape(), "attention_backward dk/dv");
+    expect_dtype(*t, q.dtype(), "attention_backward dk/dv");
+  }
+  if (any_meta({q, k, v, out, lse, dout, dq, dk, dv})) return;
+  dispatch_float(q.dtype(), "attention_backward", "q", [&](auto zero) {
+    using T = decltype(zero);
+    const Tensor D = Tensor::empty(lse.shape(), lse.dtype());  // (B, NH, T): do_i . o_i
+    backward_dq_kernel<T>(q, k, v, out, lse, dout, dq, D.data<T>(), dm);
+    backward_dkv_kernel<T>(q, k, v, lse, dout, dk, dv, D.data<T>(), dm);
+  });
+}
+
+}  // namespace memento::ops

@@ -1,0 +1,348 @@
+#include "core/ops/linear_attention.h"
+
+#include <algorithm>
+#include <cmath>
+#include <type_traits>
+
+#include "core/ops/cpu_common.h"
+
+namespace memento::ops {
+namespace {
+
+using detail::any_meta;
+using detail::dispatch_float;
+
+// Below this many multiply-adds a parallel region costs more than it saves.
+constexpr int64_t kMinParallelWork = 1 << 16;
+
+struct Dims {
+  int64_t B, T, NH, NKV, HS;
+  int64_t group() const { return NH / NKV; }
+  bool parallel(int64_t chunk) const { return B * NH * T * HS * (chunk + HS) >= kMinParallelWork; }
+};
+
+bool given(const TensorView& t) { return t.ndim() != 0; }
+
+Dims check_inputs(const TensorView& q, const TensorView& k, const TensorView& v,
+                  std::span<const double> decay, int64_t chunk, const char* op) {
+  MEMENTO_EXPECT(q.ndim() == 4, ShapeError, op, ": q must be (B, T, NH, HS), got ",
+                 q.shape().str());
+  MEMENTO_EXPECT(k.ndim() == 4, ShapeError, op, ": k must be (B, T, NKV, HS), got ",
+                 k.shape().str());
+  const Dims d{q.size(0), q.size(1), q.size(2), k.size(2), q.size(3)};
+  MEMENTO_EXPECT(d.NKV > 0 && d.NH % d.NKV == 0, ShapeError, op, ": query heads ", d.NH,
+                 " must be a multiple of kv heads ", d.NKV);
+  expect_shape(k, Shape{d.B, d.T, d.NKV, d.HS}, "linear attention k");
+  expect_shape(v, Shape{d.B, d.T, d.NKV, d.HS}, "linear attention v");
+  expect_dtype(k, q.dtype(), "linear attention k");
+  expect_dtype(v, q.dtype(), "linear attention v");
+  MEMENTO_EXPECT(chunk > 0, ShapeError, op, ": chunk must be positive, got ", chunk);
+  MEMENTO_EXPECT(decay.empty() || static_cast<int64_t>(decay.size()) == d.NH, ShapeError, op,
+                 ": expected ", d.NH, " decay values (one per query head), got ", decay.size());
+  for (const double lambda : decay)
+    MEMENTO_EXPECT(lambda > 0 && lambda <= 1, ShapeError, op, ": decay must lie in (0, 1], got ",
+                   lambda);
+  return d;
+}
+
+void check_state(const TensorView& s, const Dims& d, DType activations, const char* what) {
+  if (!given(s)) return;
+  expect_shape(s, Shape{d.B, d.NH, d.HS, d.HS}, what);
+  expect_dtype(s, linear_attention_state_dtype(activations), what);
+}
+
+// One head of a (B, T, H, HS) tensor: row t starts at base + t * stride.
+template <typename T>
+struct Head {
+  T* base;
+  int64_t stride;
+  T* row(int64_t t) const { return base + t * stride; }
+};
+
+template <typename T>
+Head<T> head(const TensorView& x, int64_t b, int64_t h) {
+  const int64_t Tn = x.size(1), H = x.size(2), HS = x.size(3);
+  return {x.data<std::remove_const_t<T>>() + (b * Tn * H + h) * HS, H * HS};
+}
+
+const double* state_at(const TensorView& s, const Dims& d, int64_t b, int64_t h) {
+  return given(s) ? s.data<double>() + (b * d.NH + h) * d.HS * d.HS : nullptr;
+}
+double* state_at_mut(const TensorView& s, const Dims& d, int64_t b, int64_t h) {
+  return given(s) ? s.data<double>() + (b * d.NH + h) * d.HS * d.HS : nullptr;
+}
+
+template <typename T>
+void axpy(T a, const T* x, T* y, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
+}
+
+// Per-thread buffers for one head's pass; nothing here outlives the op.
+template <typename T>
+struct Workspace {
+  int64_t HS, chunk;
+  std::vector<T> tile_a, tile_b;  // (HS, chunk): chunk rows of an input, transposed
+  std::vector<T> s_a, s_b;        // (chunk)
+  std::vector<T> st, st_t;        // (HS, HS): the running state in T, and transposed
+  std::vector<T> increment;       // (HS, HS): one chunk's contribution to the state
+  std::vector<double> state;      // (HS, HS): the running state, accumulated in fp64
+  std::vector<T> pw;              // (chunk + 1): lambda^n
+  std::vector<double> pw64;       // (chunk + 1)
+  Workspace(int64_t hs, int64_t c)
+      : HS(hs),
+        chunk(c),
+        tile_a(hs * c),
+        tile_b(hs * c),
+        s_a(c),
+        s_b(c),
+        st(hs * hs),
+        st_t(hs * hs),
+        increment(hs * hs),
+        state(hs * hs),
+        pw(c + 1),
+        pw64(c + 1) {}
+
+  void set_decay(double lambda) {
+    for (int64_t n = 0; n <= chunk; ++n) {
+      pw64[n] = std::pow(lambda, static_cast<double>(n));
+      pw[n] = static_cast<T>(pw64[n]);
+    }
+  }
+  // dst[d * chunk + j] = src row (t0 + j)[d] for j < L.
+  void load_transposed(Head<const T> src, int64_t t0, int64_t L, std::vector<T>& dst) const {
+    for (int64_t j = 0; j < L; ++j) {
+      const T* r = src.row(t0 + j);
+      for (int64_t d = 0; d < HS; ++d) dst[d * chunk + j] = r[d];
+    }
+  }
+  // out[j] = sum_d a[d] * tile[d][j] for j in [lo, hi), summed over d in order.
+  void row_times_tile(const T* a, const std::vector<T>& tile, int64_t lo, int64_t hi,
+                      std::vector<T>& out) const {
+    std::fill(out.begin() + lo, out.begin() + hi, T{0});
+    for (int64_t d = 0; d < HS; ++d) {
+      const T ad = a[d];
+      const T* col = tile.data() + d * chunk;
+      T* o = out.data();
+#pragma omp simd
+      for (int64_t j = lo; j < hi; ++j) o[j] += ad * col[j];
+    }
+  }
+  void state_to_t() {
+    for (int64_t i = 0; i < HS * HS; ++i) st[i] = static_cast<T>(state[i]);
+  }
+  // state = lambda^L state + increment, in fp64.
+  void advance_state(int64_t L) {
+    for (int64_t i = 0; i < HS * HS; ++i)
+      state[i] = pw64[L] * state[i] + static_cast<double>(increment[i]);
+  }
+};
+
+// o_t = sum_{j<=t} lambda^(t-j) (q_t . k_j) v_j + lambda^(t+1) q_t S0 for one head, chunk by chunk.
+// S0 (HS x HS) may be null (zero) or read transposed; s_final, when not null, gets S_{T-1}.
+template <typename T>
+void forward_head(Head<const T> q, Head<const T> k, Head<const T> v, Head<T> o, int64_t Tn,
+                  const double* s0, bool s0_transposed, double* s_final, Workspace<T>& ws) {
+  const int64_t HS = ws.HS, chunk = ws.chunk;
+  for (int64_t d = 0; d < HS; ++d)
+    for (int64_t e = 0; e < HS; ++e)
+      ws.state[d * HS + e] = !s0 ? 0.0 : s0_transposed ? s0[e * HS + d] : s0[d * HS + e];
+  for (int64_t t0 = 0; t0 < Tn; t0 += chunk) {
+    const int64_t L = std::min(chunk, Tn - t0);
+    ws.state_to_t();
+    ws.load_transposed(k, t0, L, ws.tile_a);
+    for (int64_t i = 0; i < L; ++i) {
+      const T* qt = q.row(t0 + i);
+      T* ot = o.row(t0 + i);
+      // Intra-chunk: the masked quadratic part (scores of keys j <= i).
+      ws.row_times_tile(qt, ws.tile_a, 0, i + 1, ws.s_a);
+      std::fill(ot, ot + HS, T{0});
+      for (int64_t j = 0; j <= i; ++j) axpy(ws.pw[i - j] * ws.s_a[j], v.row(t0 + j), ot, HS);
+      // Inter-chunk: q_t times the state before the chunk, decayed to position i.
+      const T w = ws.pw[i + 1];
+      for (int64_t d = 0; d < HS; ++d) axpy(w * qt[d], ws.st.data() + d * HS, ot, HS);
+    }
+    if (t0 + L < Tn || s_final) {
+      std::fill(ws.increment.begin(), ws.increment.end(), T{0});
+      for (int64_t i = 0; i < L; ++i) {
+        const T* kt = k.row(t0 + i);
+        const T* vt = v.row(t0 + i);
+        const T w = ws.pw[L - 1 - i];
+        for (int64_t d = 0; d < HS; ++d) axpy(w * kt[d], vt, ws.increment.data() + d * HS, HS);
+      }
+      ws.advance_state(L);
+    }
+  }
+  if (s_final) std::copy(ws.state.begin(), ws.state.end(), s_final);
+}
+
+// dk and dv of one query head, chunks in reverse. R is the gradient reaching the state at the end
+// of the current chunk from later tokens (seeded with dfinal); after chunk 0 it is dinitial.
+template <typename T>
+void backward_kv_head(Head<const T> q, Head<const T> k, Head<const T> v, Head<const T> dout,
+                      Head<T> dk, Head<T> dv, int64_t Tn, const double* dfinal, double* dinitial,
+                      Workspace<T>& ws) {
+  const int64_t HS = ws.HS, chunk = ws.chunk;
+  if (dfinal) {
+    std::copy(dfinal, dfinal + HS * HS, ws.state.begin());
+  } else {
+    std::fill(ws.state.begin(), ws.state.end(), 0.0);
+  }
+  const int64_t chunks = (Tn + chunk - 1) / chunk;
+  for (int64_t n = chunks - 1; n >= 0; --n) {
+    const int64_t t0 = n * chunk, L = std::min(chunk, Tn - t0);
+    ws.state_to_t();
+    for (int64_t d = 0; d < HS; ++d)
+      for (int64_t e = 0; e < HS; ++e) ws.st_t[e * HS + d] = ws.st[d * HS + e];
+    ws.load_transposed(q, t0, L, ws.tile_a);
+    ws.load_transposed(dout, t0, L, ws.tile_b);
+    for (int64_t j = 0; j < L; ++j) {
+      const T* kj = k.row(t0 + j);
+      const T* vj = v.row(t0 + j);
+      T* dkj = dk.row(t0 + j);
+      T* dvj = dv.row(t0 + j);
+      // Intra-chunk: queries i >= j of this chunk.
+      ws.row_times_tile(kj, ws.tile_a, j, L, ws.s_a);  // q_i . k_j
+      ws.row_times_tile(vj, ws.tile_b, j, L, ws.s_b);  // do_i . v_j
+      std::fill(dkj, dkj + HS, T{0});
+      std::fill(dvj, dvj + HS, T{0});
+      for (int64_t i = j; i < L; ++i) {
+        axpy(ws.pw[i - j] * ws.s_b[i], q.row(t0 + i), dkj, HS);
+        axpy(ws.pw[i - j] * ws.s_a[i], dout.row(t0 + i), dvj, HS);
+      }
+      // Inter-chunk: dk_j += lambda^(L-1-j) R v_j, dv_j += lambda^(L-1-j) R^T k_j.
+      const T w = ws.pw[L - 1 - j];
+      for (int64_t e = 0; e < HS; ++e) axpy(w * vj[e], ws.st_t.data() + e * HS, dkj, HS);
+      for (int64_t d = 0; d < HS; ++d) axpy(w * kj[d], ws.st.data() + d * HS, dvj, HS);
+    }
+    if (n > 0 || dinitial) {
+      std::fill(ws.increment.begin(), ws.increment.end(), T{0});
+      for (int64_t i = 0; i < L; ++i) {
+        const T* qi = q.row(t0 + i);
+        const T* doi = dout.row(t0 + i);
+        const T w = ws.pw[i + 1];
+        for (int64_t d = 0; d < HS; ++d) axpy(w * qi[d], doi, ws.increment.data() + d * HS, HS);
+      }
+      ws.advance_state(L);
+    }
+  }
+  if (dinitial) std::copy(ws.state.begin(), ws.state.end(), dinitial);
+}
+
+// dst (B, T, NKV, HS) = per-head gradients (B, T, NH, HS) summed over each group in head order.
+template <typename T>
+void reduce_groups(const TensorView& per_head, const TensorView& dst, const Dims& d) {
+  const T* src = per_head.data<T>();
+  T* out = dst.data<T>();
+  const int64_t rows = d.B * d.T, G = d.group();
+  const bool parallel = rows * d.NH * d.HS >= kMinParallelWork;
+#pragma omp parallel for schedule(static) if (parallel)
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t g = 0; g < d.NKV; ++g) {
+      T* o = out + (r * d.NKV + g) * d.HS;
+      const T* s = src + (r * d.NH + g * G) * d.HS;
+      std::copy(s, s + d.HS, o);
+      for (int64_t h = 1; h < G; ++h) axpy(T{1}, s + h * d.HS, o, d.HS);
+    }
+  }
+}
+
+}  // namespace
+
+std::vector<double> alibi_decays(int64_t NH) {
+  std::vector<double> decays(static_cast<size_t>(NH));
+  for (int64_t h = 0; h < NH; ++h)
+    decays[h] = std::exp(-std::exp2(-8.0 * static_cast<double>(h + 1) / static_cast<double>(NH)));
+  return decays;
+}
+
+DType linear_attention_state_dtype(DType activations) {
+  MEMENTO_EXPECT(activations == DType::kF32 || activations == DType::kF64, ShapeError,
+                 "linear attention: the CPU backend takes f32 or f64, got ",
+                 dtype_name(activations));
+  return DType::kF64;
+}
+
+void linear_attention_forward(const TensorView& q, const TensorView& k, const TensorView& v,
+                              const TensorView& out, std::span<const double> decay, int64_t chunk,
+                              const TensorView& initial_state, const TensorView& final_state) {
+  const Dims dm = check_inputs(q, k, v, decay, chunk, "linear_attention_forward");
+  expect_shape(out, q.shape(), "linear_attention_forward out");
+  expect_dtype(out, q.dtype(), "linear_attention_forward out");
+  check_state(initial_state, dm, q.dtype(), "linear_attention_forward initial_state");
+  check_state(final_state, dm, q.dtype(), "linear_attention_forward final_state");
+  if (any_meta({q, k, v, out, initial_state, final_state})) return;
+  dispatch_float(q.dtype(), "linear_attention_forward", "q", [&](auto zero) {
+    using T = decltype(zero);
+#pragma omp parallel if (dm.parallel(chunk))
+    {
+      Workspace<T> ws(dm.HS, chunk);
+#pragma omp for collapse(2) schedule(dynamic, 1)
+      for (int64_t b = 0; b < dm.B; ++b) {
+        for (int64_t h = 0; h < dm.NH; ++h) {
+          const int64_t g = h / dm.group();
+          ws.set_decay(decay.empty() ? 1.0 : decay[h]);
+          forward_head<T>(head<const T>(q, b, h), head<const T>(k, b, g), head<const T>(v, b, g),
+                          head<T>(out, b, h), dm.T, state_at(initial_state, dm, b, h), false,
+                          state_at_mut(final_state, dm, b, h), ws);
+        }
+      }
+    }
+  });
+}
+
+void linear_attention_backward(const TensorView& q, const TensorView& k, const TensorView& v,
+                               const TensorView& dout, const TensorView& dq, const TensorView& dk,
+                               const TensorView& dv, std::span<const double> decay, int64_t chunk,
+                               const TensorView& initial_state, const TensorView& dfinal_state,
+                               const TensorView& dinitial_state) {
+  const Dims dm = check_inputs(q, k, v, decay, chunk, "linear_attention_backward");
+  for (const TensorView* t : {&dout, &dq}) {
+    expect_shape(*t, q.shape(), "linear_attention_backward dout/dq");
+    expect_dtype(*t, q.dtype(), "linear_attention_backward dout/dq");
+  }
+  for (const TensorView* t : {&dk, &dv}) {
+    expect_shape(*t, k.shape(), "linear_attention_backward dk/dv");
+    expect_dtype(*t, q.dtype(), "linear_attention_backward dk/dv");
+  }
+  check_state(initial_state, dm, q.dtype(), "linear_attention_backward initial_state");
+  check_state(dfinal_state, dm, q.dtype(), "linear_attention_backward dfinal_state");
+  check_state(dinitial_state, dm, q.dtype(), "linear_attention_backward dinitial_state");
+  if (any_meta({q, k, v, dout, dq, dk, dv, initial_state, dfinal_state, dinitial_state})) return;
+  dispatch_float(q.dtype(), "linear_attention_backward", "q", [&](auto zero) {
+    using T = decltype(zero);
+    // With grouped heads each query head writes its own dk, dv rows, summed per group afterwards,
+    // so the (b, h) tasks stay independent.
+    const bool grouped = dm.NH != dm.NKV;
+    const Tensor dk_heads = grouped ? Tensor::empty(q.shape(), q.dtype()) : Tensor();
+    const Tensor dv_heads = grouped ? Tensor::empty(q.shape(), q.dtype()) : Tensor();
+    const TensorView dk_target = grouped ? dk_heads.view() : dk;
+    const TensorView dv_target = grouped ? dv_heads.view() : dv;
+#pragma omp parallel if (dm.parallel(chunk))
+    {
+      Workspace<T> ws(dm.HS, chunk);
+#pragma omp for collapse(2) schedule(dynamic, 1)
+      for (int64_t b = 0; b < dm.B; ++b) {
+        for (int64_t h = 0; h < dm.NH; ++h) {
+          const int64_t g = h / dm.group(), target = grouped ? h : g;
+          ws.set_decay(decay.empty() ? 1.0 : decay[h]);
+          const Head<const T> qh = head<const T>(q, b, h), kh = head<const T>(k, b, g),
+                              vh = head<const T>(v, b, g), doh = head<const T>(dout, b, h);
+          // dq_t = sum_{j<=t} lambda^(t-j) (do_t . v_j) k_j + lambda^(t+1) do_t P^T: the forward
+          // pass with (q, k, v) = (do, v, k) and the transposed initial state.
+          forward_head<T>(doh, vh, kh, head<T>(dq, b, h), dm.T, state_at(initial_state, dm, b, h),
+                          true, nullptr, ws);
+          backward_kv_head<T>(qh, kh, vh, doh, head<T>(dk_target, b, target),
+                              head<T>(dv_target, b, target), dm.T, state_at(dfinal_state, dm, b, h),
+                              state_at_mut(dinitial_state, dm, b, h), ws);
+        }
+      }
+    }
+    if (grouped) {
+      reduce_groups<T>(dk_heads, dk, dm);
+      reduce_groups<T>(dv_heads, dv, dm);
+    }
+  });
+}
+
+}  // namespace memento::ops

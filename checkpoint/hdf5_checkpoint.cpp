@@ -541,5 +541,16 @@ namespace detail {
 
 void set_save_hook(SaveHook hook) { g_save_hook = hook; }
 
+uint64_t tensor_file_offset(const std::string& file, const std::string& name) {
+  const H5File f = open_hdf5_file(file);
+  const std::string object = "/" + name;
+  const H5Dataset d(HDF5_CHECK(H5Dopen2(f.get(), object.c_str(), H5P_DEFAULT), file, ": ", name,
+                               ": no such tensor"));
+  const haddr_t offset = H5Dget_offset(d.get());
+  MEMENTO_EXPECT(offset != HADDR_UNDEF, CheckpointError, file, ": ", name,
+                 ": data is not stored contiguously");
+  return offset;
+}
+
 }  // namespace detail
 }  // namespace memento::checkpoint

@@ -72,6 +72,10 @@ namespace detail {
 // passes it. Fault-injection tests raise SIGKILL there. Null (the default) disables it.
 using SaveHook = void (*)(const char* point);
 void set_save_hook(SaveHook hook);
+
+// Byte offset in `file` of the data of tensor entry `name` (e.g. "model/model.norm.weight"),
+// for fault-injection tests that corrupt a tensor on disk.
+uint64_t tensor_file_offset(const std::string& file, const std::string& name);
 }  // namespace detail
 
 }  // namespace memento::checkpoint

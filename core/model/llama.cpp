@@ -1,0 +1,158 @@
+#include "core/model/llama.h"
+
+#include <cmath>
+#include <string>
+
+#include "core/ops/elementwise.h"
+#include "core/ops/matmul.h"
+
+namespace memento {
+
+struct LlamaModel::Block {
+  RMSNorm attn_norm;
+  std::unique_ptr<SoftmaxAttention> softmax_attn;  // exactly one of the two attentions
+  std::unique_ptr<LinearAttention> linear_attn;
+  RMSNorm mlp_norm;
+  SwiGLUMLP mlp;
+
+  Block(ParameterSet& p, const ModelConfig& c, int64_t layer)
+      : attn_norm(p, prefix(layer) + ".input_layernorm", c.dim, static_cast<float>(c.norm_eps)),
+        mlp_norm(p, prefix(layer) + ".post_attention_layernorm", c.dim,
+                 static_cast<float>(c.norm_eps)),
+        mlp(p, prefix(layer) + ".mlp", c.dim, c.ffn_dim, static_cast<float>(c.init_std),
+            out_std(c)) {
+    const AttentionDims dims{c.dim, c.n_heads, c.n_kv_heads, c.head_size()};
+    const std::string name = prefix(layer) + ".self_attn";
+    if (c.layer_kind(layer) == AttentionKind::kSoftmax) {
+      softmax_attn = std::make_unique<SoftmaxAttention>(p, name, dims, static_cast<float>(c.rope_theta),
+                                                        static_cast<float>(c.init_std), out_std(c));
+    } else {
+      const LinearAttentionOptions options{c.linear_decay, c.linear_output_norm, c.linear_chunk};
+      linear_attn = std::make_unique<LinearAttention>(p, name, dims, options,
+                                                      static_cast<float>(c.init_std), out_std(c));
+    }
+  }
+
+  static std::string prefix(int64_t layer) { return "model.layers." + std::to_string(layer); }
+  // Projections that write into the residual stream start smaller, as in GPT-2.
+  static float out_std(const ModelConfig& c) {
+    return static_cast<float>(c.init_std / std::sqrt(2.0 * static_cast<double>(c.n_layers)));
+  }
+
+  Tensor attention_forward(LayerContext& ctx, const Tensor& x) {
+    return softmax_attn ? softmax_attn->forward(ctx, x) : linear_attn->forward(ctx, x);
+  }
+  Tensor attention_backward(LayerContext& ctx, const Tensor& dy) {
+    return softmax_attn ? softmax_attn->backward(ctx, dy) : linear_attn->backward(ctx, dy);
+  }
+
+  // x (B, T, C) -> x + attn(norm(x)) -> h + mlp(norm(h)). The residual adds happen in place on
+  // fresh tensors, so nothing the store holds is modified.
+  Tensor forward(LayerContext& ctx, const Tensor& x) {
+    Tensor h = attention_forward(ctx, attn_norm.forward(ctx, x));
+    ops::add_(h, x);
+    Tensor out = mlp.forward(ctx, mlp_norm.forward(ctx, h));
+    ops::add_(out, h);
+    return out;
+  }
+
+  // dout (B, T, C) -> dx (B, T, C).
+  Tensor backward(LayerContext& ctx, const Tensor& dout) {
+    Tensor dh = mlp_norm.backward(ctx, mlp.backward(ctx, dout));
+    ops::add_(dh, dout);
+    Tensor dx = attn_norm.backward(ctx, attention_backward(ctx, dh));
+    ops::add_(dx, dh);
+    return dx;
+  }
+};
+
+LlamaModel::LlamaModel(const ModelConfig& config) : config_(config) {
+  config_.validate();
+  const auto std = static_cast<float>(config_.init_std);
+  embed_ = std::make_unique<Embedding>(params_, "model.embed_tokens", config_.vocab_size,
+                                       config_.dim, std);
+  for (int64_t layer = 0; layer < config_.n_layers; ++layer)
+    blocks_.push_back(std::make_unique<Block>(params_, config_, layer));
+  norm_ = std::make_unique<RMSNorm>(params_, "model.norm", config_.dim,
+                                    static_cast<float>(config_.norm_eps));
+  if (!config_.tie_embeddings)
+    lm_head_ = std::make_unique<Linear>(params_, "lm_head", config_.dim, config_.vocab_size, std);
+}
+
+LlamaModel::~LlamaModel() = default;
+
+Tensor LlamaModel::lm_head_forward(LayerContext& ctx, const Tensor& x) {
+  if (lm_head_) return lm_head_->forward(ctx, x);
+  // Tied: logits = x E^T with the embedding table E (V, C).
+  const TensorView E = params_.value(embed_->weight());
+  Tensor logits = Tensor::empty(Shape{x.size(0), x.size(1), config_.vocab_size}, x.dtype(),
+                                x.device());
+  ops::matmul(x, false, E, true, logits);
+  if (ctx.training) ctx.store.save("lm_head/x", x);
+  return logits;
+}
+
+Tensor LlamaModel::lm_head_backward(LayerContext& ctx, const Tensor& dlogits) {
+  if (lm_head_) return lm_head_->backward(ctx, dlogits);
+  const Tensor x = ctx.store.take("lm_head/x");
+  ops::matmul(dlogits, true, x, false, params_.grad(embed_->weight()), 1.0, 1.0);
+  Tensor dx = Tensor::empty_like(x);
+  ops::matmul(dlogits, false, params_.value(embed_->weight()), false, dx);
+  return dx;
+}
+
+Tensor LlamaModel::forward(LayerContext& ctx, const Tensor& tokens) {
+  Tensor x = embed_->forward(ctx, tokens);  // (B, T, C)
+  for (auto& block : blocks_) x = block->forward(ctx, x);
+  return lm_head_forward(ctx, norm_->forward(ctx, x));  // (B, T, V)
+}
+
+void LlamaModel::backward(LayerContext& ctx, const Tensor& dlogits) {
+  Tensor dx = norm_->backward(ctx, lm_head_backward(ctx, dlogits));
+  for (auto it = blocks_.rbegin(); it != blocks_.rend(); ++it) dx = (*it)->backward(ctx, dx);
+  embed_->backward(ctx, dx);
+}
+
+ops::CrossEntropyResult LlamaModel::forward_backward(ActivationStore& store, const Tensor& tokens,
+                                                     const Tensor& targets, double grad_scale) {
+  LayerContext ctx{params_, store, true};
+  Tensor logits = forward(ctx, tokens);  // (B, T, V); becomes dlogits in place
+  const TensorView rows = logits.view().reshape(Shape{tokens.numel(), config_.vocab_size});
+  const ops::CrossEntropyResult result =
+      ops::cross_entropy(rows, targets.view().reshape(Shape{tokens.numel()}), rows, grad_scale);
+  backward(ctx, logits);
+  return result;
+}
+
+ops::CrossEntropyResult LlamaModel::forward_loss(const Tensor& tokens, const Tensor& targets) {
+  const Tensor logits = forward_logits(tokens);
+  return ops::cross_entropy(logits.view().reshape(Shape{tokens.numel(), config_.vocab_size}),
+                            targets.view().reshape(Shape{tokens.numel()}), TensorView(), 0.0);
+}
+
+Tensor LlamaModel::forward_logits(const Tensor& tokens) {
+  struct NoStore final : ActivationStore {
+    void save(const std::string& key, Tensor) override {
+      MEMENTO_CHECK(false, "evaluation saved an activation: ", key);
+    }
+    Tensor take(const std::string& key) override {
+      MEMENTO_CHECK(false, "evaluation took an activation: ", key);
+      return {};
+    }
+    size_t live_bytes() const override { return 0; }
+  } no_store;
+  LayerContext ctx{params_, no_store, false};
+  return forward(ctx, tokens);
+}
+
+int64_t LlamaModel::non_embedding_params() const {
+  const auto* embed = params_.find("model.embed_tokens.weight");
+  return params_.numel() - embed->shape.numel();
+}
+
+double LlamaModel::flops_per_token(int64_t T) const {
+  return 6.0 * static_cast<double>(non_embedding_params()) +
+         6.0 * static_cast<double>(config_.n_layers * T * config_.dim);
+}
+
+}  // namespace memento

@@ -1,0 +1,39 @@
+// AdamW (Loshchilov & Hutter) with decoupled weight decay, over the flat parameter buffer.
+// States exp_avg and exp_avg_sq are fp32 (fp64 when the parameters are fp64) buffers with the
+// parameter buffer's layout, so ZeRO shards and snapshots are ranges of them (contract 1).
+#pragma once
+
+#include <cstdint>
+
+#include "core/parameters.h"
+
+namespace memento::optim {
+
+struct AdamWOptions {
+  double beta1 = 0.9;
+  double beta2 = 0.95;
+  double eps = 1e-8;
+  double weight_decay = 0.1;  // applied only to entries declared with weight_decay
+};
+
+class AdamW {
+ public:
+  AdamW(const ParameterSet& params, AdamWOptions options);
+
+  // One update of every parameter from its gradient at learning rate lr:
+  //   m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;  p -= lr (m_hat / (sqrt(v_hat) + eps) + wd p).
+  void step(ParameterSet& params, double lr);
+
+  int64_t& step_count() { return step_; }  // updates taken so far (checkpointed)
+  TensorView exp_avg() const { return exp_avg_; }
+  TensorView exp_avg_sq() const { return exp_avg_sq_; }
+  size_t state_bytes() const { return exp_avg_.bytes() + exp_avg_sq_.bytes(); }
+
+ private:
+  AdamWOptions options_;
+  int64_t step_ = 0;
+  Tensor exp_avg_;     // (padded_numel,)
+  Tensor exp_avg_sq_;  // (padded_numel,)
+};
+
+}  // namespace memento::optim

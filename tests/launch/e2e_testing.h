@@ -1,0 +1,65 @@
+// Helpers for end-to-end tests: scratch directories, small token files of real text, configs.
+#pragma once
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "core/data/token_dataset.h"
+
+namespace memento::testing {
+
+namespace fs = std::filesystem;
+
+// A fresh directory under the build tree, removed first if a previous run left it.
+inline std::string scratch_dir(const std::string& name) {
+  const fs::path dir = fs::path(MEMENTO_BINARY_DIR) / "test-scratch" / name;
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir.string();
+}
+
+// Real English text that nobody here wrote: the fortunes database shipped by Debian's
+// `fortunes` packages (scripts/install_deps.sh installs it), read as bytes.
+inline std::string fortunes_text(size_t max_bytes) {
+  std::string text;
+  for (const char* name : {"fortunes", "literature", "science", "wisdom", "people"}) {
+    std::ifstream in(fs::path("/usr/share/games/fortunes") / name, std::ios::binary);
+    text.append(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    if (text.size() >= max_bytes) break;
+  }
+  if (text.size() > max_bytes) text.resize(max_bytes);
+  return text;
+}
+
+// Writes `text` as byte tokens (vocabulary 256) into an llm.c shard.
+inline void write_byte_tokens(const std::string& path, const std::string& text) {
+  std::vector<uint16_t> tokens(text.begin(), text.end());
+  for (auto& t : tokens) t = static_cast<uint16_t>(static_cast<unsigned char>(t));
+  write_llmc_shard(path, tokens);
+}
+
+inline std::string trainer_binary() { return std::string(MEMENTO_BINARY_DIR) + "/bin/trainer"; }
+
+// Runs a shell command; returns its exit code and its stdout (add 2>&1 to capture stderr).
+struct CommandResult {
+  int exit_code;
+  std::string output;
+};
+inline CommandResult run_command(const std::string& command) {
+  CommandResult r{-1, ""};
+  FILE* pipe = popen(command.c_str(), "r");
+  if (!pipe) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), pipe)) > 0) r.output.append(buf, n);
+  const int status = pclose(pipe);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return r;
+}
+
+}  // namespace memento::testing

@@ -25,7 +25,7 @@ run() {  # name config micro_batch seq_len
   rm -rf "$out"
   "$bin/trainer" --config "$config" --set run.out_dir="$out" --set train.steps="$steps" \
     --set train.micro_batch="$3" --set train.global_batch="$3" --set train.seq_len="$4" \
-    --set train.eval_every=0 --set optim.warmup_steps=1 --set checkpoint.every=0 \
+    --set train.eval_every=0 --set train.log_every=1 --set optim.warmup_steps=1 --set checkpoint.every=0 \
     --set data.train=data/fortunes_train.bin --set data.val=data/fortunes_val.bin \
     --set data.tokenizer= > "$out.log" 2>&1 || { cat "$out.log"; exit 1; }
   printf "%-12s %6s x %-5s %12s %8s %10s\n" "$name" "$3" "$4" \

@@ -12,6 +12,8 @@ namespace memento::ops {
 namespace {
 
 using detail::any_meta;
+using detail::Head;
+using detail::head;
 using detail::dispatch_float;
 
 // Query rows per forward/dq task and keys per tile: a key tile (K and V, transposed) and the
@@ -41,20 +43,6 @@ Dims check_shapes(const TensorView& q, const TensorView& k, const TensorView& v,
   expect_shape(lse, Shape{d.B, d.NH, d.T}, "attention lse");
   for (const TensorView* t : {&k, &v, &lse}) expect_dtype(*t, q.dtype(), op);
   return d;
-}
-
-// One head of a (B, T, H, HS) tensor: row t starts at base + t * stride.
-template <typename T>
-struct Head {
-  T* base;
-  int64_t stride;
-  T* row(int64_t t) const { return base + t * stride; }
-};
-
-template <typename T>
-Head<T> head(const TensorView& x, int64_t b, int64_t h) {
-  const int64_t Tn = x.size(1), H = x.size(2), HS = x.size(3);
-  return {x.data<std::remove_const_t<T>>() + (b * Tn * H + h) * HS, H * HS};
 }
 
 // dst[d * kKeyTile + j] = src row (j0 + j)[d] for j < w: the tile transposed so that a row times

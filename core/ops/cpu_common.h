@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <initializer_list>
+#include <type_traits>
 
 #include "core/tensor.h"
 
@@ -56,5 +57,19 @@ struct FixedBlocks {
   int64_t begin(int64_t block) const { return block * n / count; }
   int64_t end(int64_t block) const { return (block + 1) * n / count; }
 };
+
+// One head of a (B, T, H, HS) tensor: row t starts at base + t * stride.
+template <typename T>
+struct Head {
+  T* base;
+  int64_t stride;
+  T* row(int64_t t) const { return base + t * stride; }
+};
+
+template <typename T>
+Head<T> head(const TensorView& x, int64_t b, int64_t h) {
+  const int64_t Tn = x.size(1), H = x.size(2), HS = x.size(3);
+  return {x.data<std::remove_const_t<T>>() + (b * Tn * H + h) * HS, H * HS};
+}
 
 }  // namespace memento::ops::detail

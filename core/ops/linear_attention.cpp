@@ -10,6 +10,8 @@ namespace memento::ops {
 namespace {
 
 using detail::any_meta;
+using detail::Head;
+using detail::head;
 using detail::dispatch_float;
 
 // Below this many multiply-adds a parallel region costs more than it saves.
@@ -49,20 +51,6 @@ void check_state(const TensorView& s, const Dims& d, DType activations, const ch
   if (!given(s)) return;
   expect_shape(s, Shape{d.B, d.NH, d.HS, d.HS}, what);
   expect_dtype(s, linear_attention_state_dtype(activations), what);
-}
-
-// One head of a (B, T, H, HS) tensor: row t starts at base + t * stride.
-template <typename T>
-struct Head {
-  T* base;
-  int64_t stride;
-  T* row(int64_t t) const { return base + t * stride; }
-};
-
-template <typename T>
-Head<T> head(const TensorView& x, int64_t b, int64_t h) {
-  const int64_t Tn = x.size(1), H = x.size(2), HS = x.size(3);
-  return {x.data<std::remove_const_t<T>>() + (b * Tn * H + h) * HS, H * HS};
 }
 
 const double* state_at(const TensorView& s, const Dims& d, int64_t b, int64_t h) {

@@ -4,11 +4,17 @@
 //   save_checkpoint(registry, "ckpt", step);                  // ckpt/step_000000100/rank_00000.h5
 //   if (auto dir = find_latest("ckpt")) load_checkpoint(registry, *dir);
 //
+//   // W data-parallel ranks, each registering its slices (StateRegistry::add_tensor_slice):
+//   save_checkpoint(registry, "ckpt", step, comm.rank(), comm.size(), [&] { comm.barrier(); });
+//   load_checkpoint(registry, *find_latest("ckpt"), comm.rank());  // any W at save time
+//
 // Every failure that is the file's or the filesystem's fault throws CheckpointError naming the
-// file and the tensor or attribute at fault. HDF5 calls must come from one thread at a time.
+// file and the tensor or attribute at fault. HDF5 calls are serialized by a process-wide lock,
+// so threads may call these functions concurrently (they then take turns).
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 
@@ -16,25 +22,34 @@
 
 namespace memento::checkpoint {
 
-// Writes every registered entry to <root>/step_<step>/rank_<rank>.h5 and then points
-// <root>/latest at it. A crash at any moment leaves either the previous checkpoints or the new
-// one complete, never a partial one that find_latest returns; a re-save of the same step
-// replaces it atomically. Tensors must be in host memory. Only world = 1 (rank 0) for now.
+// Collective over `world` ranks: each writes its registered entries to
+// <root>/step_<step>/rank_<rank>.h5 (tensor slices as slices, scalars and strings as they are,
+// which must be the same on every rank); then rank 0 publishes the directory and points
+// <root>/latest at it. `barrier` (required when world > 1) synchronizes the ranks; it is called
+// three times, by every rank, even by one that failed, and no rank returns before the checkpoint
+// is published. A crash of any rank at any moment leaves either the previous checkpoints or the
+// new one complete, never a partial one that find_latest returns; a re-save of the same step
+// replaces it atomically. On failure CheckpointError is thrown by the ranks that failed and by
+// rank 0, which then publishes nothing; the other ranks may return normally. Tensors must be in
+// host memory.
 void save_checkpoint(const StateRegistry& registry, const std::string& root, int64_t step,
-                     int rank = 0);
+                     int rank = 0, int world = 1, const std::function<void()>& barrier = {});
 
 struct LoadOptions {
   // Datasets in the file that are not registered are skipped instead of refused.
   bool allow_unregistered = false;
 };
 
-// Restores every registered entry from <checkpoint_dir>/rank_<rank>.h5, in place. Before any
-// buffer is written it checks the format version, that every entry is present with the
-// registered kind, dtype and shape, and that the file holds nothing unregistered. Tensors are then
-// read straight into their buffers and their CRC-32C verified; scalars and strings are assigned
-// only after every check passed. So after a CheckpointError the scalars are untouched but the
-// tensors may be partly overwritten: do not train on, load another checkpoint (which overwrites
-// every entry) or exit.
+// Restores every registered entry in place, whatever the number of ranks that saved: each
+// registered tensor slice is assembled from the slices in all rank files (resharding); scalars
+// and strings come from rank_00000.h5. When rank_<rank>.h5 stores exactly the registered slices
+// (resuming with the world that saved), only it is read. Before any buffer is written it checks
+// the format version, that every entry is present with the registered kind, dtype and full shape,
+// that the rank files together hold every registered element, and that they hold nothing
+// unregistered. Tensors are then read straight into their buffers and each stored slice's CRC-32C
+// verified; scalars and strings are assigned only after every check passed. So after a
+// CheckpointError the scalars are untouched but the tensors may be partly overwritten: do not
+// train on, load another checkpoint (which overwrites every entry) or exit.
 void load_checkpoint(const StateRegistry& registry, const std::string& checkpoint_dir, int rank = 0,
                      const LoadOptions& options = {});
 
@@ -43,8 +58,8 @@ void load_checkpoint(const StateRegistry& registry, const std::string& checkpoin
 // there is none (or no root). Temporary directories are never returned.
 std::optional<std::string> find_latest(const std::string& root);
 
-// True when `dir` is a published checkpoint: its name is step_<N>, and rank_00000.h5 opens,
-// names step N, and every rank file of its world exists.
+// True when `dir` is a published checkpoint: its name is step_<N>, and for every rank r below the
+// world that rank_00000.h5 names, rank_<r>.h5 opens and names step N, rank r and that world.
 bool is_complete_checkpoint(const std::string& dir);
 
 // The string entry `name` (e.g. "meta/config") of a checkpoint, checksum verified, without a
@@ -63,18 +78,21 @@ struct CheckpointInfo {
 CheckpointInfo read_checkpoint_info(const std::string& checkpoint_dir, int rank = 0);
 
 // Removes all but the newest `keep` (>= 1) complete checkpoints of `root`, never the one
-// <root>/latest names. Incomplete and temporary directories are left alone.
+// <root>/latest names. Incomplete and temporary directories are left alone. With several ranks,
+// call it on one rank (0) after save_checkpoint returned.
 void prune_checkpoints(const std::string& root, int keep);
 
 namespace detail {
-// Test hook: called with a point's name ("tmp_dir_created", "dataset_written", "file_written",
-// "file_synced", "dir_published", "latest_tmp_written", "latest_published") as save_checkpoint
-// passes it. Fault-injection tests raise SIGKILL there. Null (the default) disables it.
+// Test hook: called with a point's name as save_checkpoint passes it: on rank 0
+// "tmp_dir_created"; on every rank "dataset_written" (each entry), "file_written", "file_synced";
+// on rank 0 "dir_published", "latest_tmp_written", "latest_published". Fault-injection tests
+// raise SIGKILL there. Null (the default) disables it.
 using SaveHook = void (*)(const char* point);
 void set_save_hook(SaveHook hook);
 
-// Byte offset in `file` of the data of tensor entry `name` (e.g. "model/model.norm.weight"),
-// for fault-injection tests that corrupt a tensor on disk.
+// Byte offset in `file` (a rank file) of the data it stores of tensor entry `name` (e.g.
+// "model/model.norm.weight"; a partial slice's own data), for fault-injection tests that corrupt
+// a tensor on disk.
 uint64_t tensor_file_offset(const std::string& file, const std::string& name);
 }  // namespace detail
 

@@ -22,6 +22,11 @@ herr_t collect_error(unsigned /*n*/, const H5E_error2_t* error, void* data) {
 
 }  // namespace
 
+std::unique_lock<std::recursive_mutex> lock() {
+  static std::recursive_mutex mutex;
+  return std::unique_lock<std::recursive_mutex>(mutex);
+}
+
 void init_library() {
   static std::once_flag once;
   std::call_once(once, [] { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); });
@@ -88,6 +93,18 @@ void write_attr_string(hid_t object, const char* name, const std::string& value,
   write_attr(object, name, type.get(), &data, where);
 }
 
+void write_attr_i64_array(hid_t object, const char* name, const std::vector<int64_t>& values,
+                          const std::string& where) {
+  const hsize_t size = values.size();
+  H5Space space(HDF5_CHECK(H5Screate_simple(1, &size, nullptr), where));
+  H5Attr attr(
+      HDF5_CHECK(H5Acreate2(object, name, H5T_STD_I64LE, space.get(), H5P_DEFAULT, H5P_DEFAULT),
+                 where, ": attribute ", name));
+  const int64_t none = 0;  // HDF5 wants a buffer even for no elements
+  HDF5_CHECK(H5Awrite(attr.get(), H5T_NATIVE_INT64, values.empty() ? &none : values.data()), where,
+             ": attribute ", name);
+}
+
 int64_t read_attr_i64(hid_t object, const char* name, const std::string& where) {
   const H5Attr attr = open_attr(object, name, H5T_INTEGER, where);
   int64_t value = 0;
@@ -121,6 +138,24 @@ std::string read_attr_string(hid_t object, const char* name, const std::string& 
   HDF5_CHECK(H5Aread(attr.get(), file_type.get(), value.data()), where, ": attribute ", name);
   value.resize(std::strlen(value.c_str()));
   return value;
+}
+
+std::vector<int64_t> read_attr_i64_array(hid_t object, const char* name, const std::string& where) {
+  MEMENTO_EXPECT(has_attr(object, name, where), CheckpointError, where, ": attribute ", name,
+                 " is missing");
+  H5Attr attr(HDF5_CHECK(H5Aopen(object, name, H5P_DEFAULT), where, ": attribute ", name));
+  H5Type type(HDF5_CHECK(H5Aget_type(attr.get()), where, ": attribute ", name));
+  H5Space space(HDF5_CHECK(H5Aget_space(attr.get()), where, ": attribute ", name));
+  MEMENTO_EXPECT(H5Tget_class(type.get()) == H5T_INTEGER &&
+                     H5Sget_simple_extent_type(space.get()) == H5S_SIMPLE &&
+                     H5Sget_simple_extent_ndims(space.get()) == 1,
+                 CheckpointError, where, ": attribute ", name, " is not a 1-D integer array");
+  const hssize_t size = HDF5_CHECK(H5Sget_simple_extent_npoints(space.get()), where);
+  std::vector<int64_t> values(static_cast<size_t>(size));
+  if (size > 0) {
+    HDF5_CHECK(H5Aread(attr.get(), H5T_NATIVE_INT64, values.data()), where, ": attribute ", name);
+  }
+  return values;
 }
 
 H5Type make_string_type(const std::string& where) {

@@ -1,13 +1,15 @@
 // RAII owners for HDF5 C API handles, the HDF5_CHECK macro and attribute helpers. Private to
 // checkpoint/: it includes <hdf5.h>, whose include directories only memento_checkpoint sees.
-// The HDF5 library may not be thread-safe: make every call from one thread at a time.
+// The HDF5 library may be built without thread safety: hold h5::lock() around HDF5 calls.
 #pragma once
 
 #include <hdf5.h>
 
 #include <cstdint>
+#include <mutex>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "core/error.h"
 
@@ -61,6 +63,10 @@ using H5Object = H5Handle<&H5Oclose>;
 
 namespace h5 {
 
+// Serializes this process's HDF5 calls (recursive). Take it before the first handle of a scope
+// so that it is released after the last handle closes.
+[[nodiscard]] std::unique_lock<std::recursive_mutex> lock();
+
 // Turns off HDF5's automatic printing of its error stack, once per process; our errors say what
 // went wrong instead. Every entry point calls it before its first HDF5 call.
 void init_library();
@@ -83,11 +89,15 @@ void write_attr_i64(hid_t object, const char* name, int64_t value, const std::st
 void write_attr_u32(hid_t object, const char* name, uint32_t value, const std::string& where);
 void write_attr_string(hid_t object, const char* name, const std::string& value,
                        const std::string& where);
+// A 1-D int64 attribute (may be empty).
+void write_attr_i64_array(hid_t object, const char* name, const std::vector<int64_t>& values,
+                          const std::string& where);
 // Readers throw CheckpointError naming `where` and the attribute when it is absent or of
 // another type class.
 int64_t read_attr_i64(hid_t object, const char* name, const std::string& where);
 uint32_t read_attr_u32(hid_t object, const char* name, const std::string& where);
 std::string read_attr_string(hid_t object, const char* name, const std::string& where);
+std::vector<int64_t> read_attr_i64_array(hid_t object, const char* name, const std::string& where);
 
 // A scalar variable-length UTF-8 string type, as h5py writes str.
 H5Type make_string_type(const std::string& where);

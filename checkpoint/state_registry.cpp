@@ -43,6 +43,30 @@ void StateRegistry::add_tensor(std::string name, TensorView view) {
   entry.name = std::move(name);
   entry.kind = EntryKind::kTensor;
   entry.tensor = view;
+  entry.full_shape = view.shape();
+  add(std::move(entry));
+}
+
+void StateRegistry::add_tensor_slice(std::string name, TensorView local, Shape full_shape,
+                                     int64_t offset) {
+  MEMENTO_CHECK(local.ndim() == 1, "state tensor slice ", name, " must be 1-D, got shape ",
+                local.shape().str());
+  MEMENTO_CHECK(offset >= 0 && offset + local.numel() <= full_shape.numel(), "state tensor slice ",
+                name, ": elements [", offset, ", ", offset + local.numel(),
+                ") lie outside a tensor of shape ", full_shape.str());
+  if (offset == 0 && local.numel() == full_shape.numel()) {
+    add_tensor(std::move(name), TensorView(local.raw(), full_shape, local.dtype(), local.device()));
+    return;
+  }
+  MEMENTO_CHECK(!local.is_meta(), "state tensor ", name, " is a kMeta tensor without storage");
+  MEMENTO_CHECK(local.raw() != nullptr || local.numel() == 0, "state tensor ", name,
+                " has no data pointer");
+  StateEntry entry;
+  entry.name = std::move(name);
+  entry.kind = EntryKind::kTensor;
+  entry.tensor = local;
+  entry.full_shape = full_shape;
+  entry.offset = offset;
   add(std::move(entry));
 }
 

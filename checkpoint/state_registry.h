@@ -29,8 +29,17 @@ struct StateEntry {
   int64_t* int_value = nullptr;         // kInt
   double* double_value = nullptr;       // kDouble
   std::string* string_value = nullptr;  // kString
+  // kTensor: `tensor` holds elements [offset, offset + tensor.numel()) of the row-major
+  // flattening of a logical tensor of shape full_shape. A whole tensor has offset 0 and
+  // full_shape == tensor.shape(); a partial slice is 1-D.
+  Shape full_shape;
+  int64_t offset = 0;
 
   std::string_view group() const { return std::string_view(name).substr(0, name.find('/')); }
+  // A tensor entry holding only part (possibly none) of its logical tensor.
+  bool is_partial() const {
+    return kind == EntryKind::kTensor && tensor.numel() != full_shape.numel();
+  }
 };
 
 class StateRegistry {
@@ -39,6 +48,11 @@ class StateRegistry {
   // already registered, or the parent or child path of a registered name is a bug (fatal).
   // Pointers must be non-null and tensors must have storage (not kMeta).
   void add_tensor(std::string name, TensorView view);
+  // Registers elements [offset, offset + local.numel()) of the row-major flattening of the
+  // logical tensor `name` of shape full_shape (each rank registers its part; a part may be
+  // empty). `local` must be 1-D and the range inside the tensor (else fatal). A slice covering
+  // the whole tensor is the same as add_tensor(name, local viewed with full_shape).
+  void add_tensor_slice(std::string name, TensorView local, Shape full_shape, int64_t offset);
   void add_int(std::string name, int64_t* value);
   void add_double(std::string name, double* value);
   void add_string(std::string name, std::string* value);
@@ -52,7 +66,7 @@ class StateRegistry {
 
   const StateEntry* find(std::string_view name) const;  // nullptr when absent
   bool contains(std::string_view name) const { return find(name) != nullptr; }
-  // Total bytes of the registered tensors.
+  // Total bytes of the registered tensors (of this rank's slices).
   size_t tensor_bytes() const;
 
  private:

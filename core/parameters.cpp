@@ -8,15 +8,25 @@ ParamRef ParameterSet::declare(const std::string& name, Shape shape, ParamInit i
                                bool weight_decay) {
   MEMENTO_CHECK(!allocated(), "declare(", name, ") after allocate()");
   MEMENTO_CHECK(find(name) == nullptr, "parameter declared twice: ", name);
-  entries_.push_back({name, shape, padded_numel_, init, weight_decay});
-  padded_numel_ += (shape.numel() + kAlignElements - 1) / kAlignElements * kAlignElements;
+  entries_.push_back({name, shape, declared_end_, init, weight_decay});
+  declared_end_ += (shape.numel() + kAlignElements - 1) / kAlignElements * kAlignElements;
   return ParamRef{static_cast<int>(entries_.size()) - 1};
+}
+
+void ParameterSet::pad_to_multiple_of(int64_t multiple) {
+  MEMENTO_CHECK(!allocated() && multiple > 0, "pad_to_multiple_of(", multiple, ")");
+  multiple_ = multiple;
+}
+
+int64_t ParameterSet::padded_numel() const {
+  const int64_t unit = multiple_ * kAlignElements;
+  return (declared_end_ + unit - 1) / unit * unit;
 }
 
 void ParameterSet::allocate(DType dtype, Device device, MemoryResource* resource) {
   MEMENTO_CHECK(!allocated(), "parameters allocated twice");
-  values_ = Tensor::zeros(Shape{padded_numel_}, dtype, device, resource);
-  grads_ = Tensor::zeros(Shape{padded_numel_}, dtype, device, resource);
+  values_ = Tensor::zeros(Shape{padded_numel()}, dtype, device, resource);
+  grads_ = Tensor::zeros(Shape{padded_numel()}, dtype, device, resource);
 }
 
 void ParameterSet::initialize(uint64_t seed) {

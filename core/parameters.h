@@ -26,6 +26,13 @@ struct ParamRef {
   int index = -1;
 };
 
+// Elements [begin, end) of the flat buffers: a reduction bucket, a ZeRO shard, a snapshot piece.
+struct FlatRange {
+  int64_t begin = 0;
+  int64_t end = 0;
+  int64_t size() const { return end - begin; }
+};
+
 class ParameterSet {
  public:
   // Offsets are rounded up to this many elements so every view starts cache-line aligned.
@@ -42,6 +49,10 @@ class ParameterSet {
   // Before allocate(): registers a parameter. Names are unique.
   ParamRef declare(const std::string& name, Shape shape, ParamInit init, bool weight_decay = true);
 
+  // Before allocate(): rounds the flat buffers' length up to a multiple of `multiple` elements
+  // (times kAlignElements), so that they split into equal aligned shards.
+  void pad_to_multiple_of(int64_t multiple);
+
   // Allocates the value and gradient buffers (gradients zeroed) on `device`.
   void allocate(DType dtype, Device device = Device::cpu(), MemoryResource* resource = nullptr);
   bool allocated() const { return values_.defined(); }
@@ -54,7 +65,7 @@ class ParameterSet {
   const std::vector<Entry>& entries() const { return entries_; }
   const Entry* find(const std::string& name) const;  // nullptr when absent
   int64_t numel() const;          // parameters, without alignment padding
-  int64_t padded_numel() const { return padded_numel_; }  // length of the flat buffers
+  int64_t padded_numel() const;  // length of the flat buffers
   DType dtype() const { return values_.dtype(); }
   Device device() const { return values_.device(); }
   TensorView flat_values() const { return values_; }
@@ -62,7 +73,8 @@ class ParameterSet {
 
  private:
   std::vector<Entry> entries_;
-  int64_t padded_numel_ = 0;
+  int64_t declared_end_ = 0;  // end of the last declared parameter (aligned)
+  int64_t multiple_ = 1;
   Tensor values_;  // (padded_numel,)
   Tensor grads_;   // (padded_numel,)
 };

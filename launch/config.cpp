@@ -92,6 +92,8 @@ void visit_config(C& c, V& v) {
     v.field("tp", c.parallel.tp);
     v.field("pp", c.parallel.pp);
     v.field("cp", c.parallel.cp);
+    v.field("zero1", c.parallel.zero1);
+    v.field("bucket_mb", c.parallel.bucket_mb);
   });
 }
 
@@ -675,6 +677,7 @@ void ParallelConfig::validate() const {
   if (cp > 1) {
     invalid("parallel.cp = ", cp, ": context parallelism is not available in this build yet");
   }
+  if (!(bucket_mb > 0)) invalid("parallel.bucket_mb: must be positive, got ", bucket_mb);
 }
 
 void Config::validate() const {

@@ -91,6 +91,8 @@ struct ParallelConfig {
   int64_t tp = 1;  // tensor parallel (not available yet: must be 1)
   int64_t pp = 1;  // pipeline parallel (not available yet: must be 1)
   int64_t cp = 1;  // context parallel (not available yet: must be 1)
+  bool zero1 = false;     // shard optimizer states over the data-parallel ranks (ZeRO-1)
+  double bucket_mb = 25;  // gradient all-reduce bucket size, MiB of gradients
   int64_t world_size() const { return dp * tp * pp * cp; }
   void validate() const;
   bool operator==(const ParallelConfig&) const = default;

@@ -10,6 +10,8 @@
 #include "core/log.h"
 #include "core/ops/matmul.h"
 #include "core/threads.h"
+#include "launch/signals.h"
+#include "parallel/mpi_communicator.h"
 #include "optim/grad_clip.h"
 
 namespace memento {
@@ -24,11 +26,7 @@ double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-// A batch of B windows of T + 1 tokens split into inputs and next-token targets, both (B, T).
-struct Batch {
-  Tensor tokens;
-  Tensor targets;
-};
+// B windows of T + 1 tokens split into inputs and next-token targets.
 Batch split_windows(const std::vector<int32_t>& windows, int64_t B, int64_t T) {
   Batch b{Tensor::empty(Shape{B, T}, DType::kI32), Tensor::empty(Shape{B, T}, DType::kI32)};
   for (int64_t i = 0; i < B; ++i) {
@@ -60,10 +58,47 @@ std::string read_text_file(const std::string& path) {
   return os.str();
 }
 
+
+// Registers the part of `buffer` that lies in `range` of the flat parameter layout, one entry per
+// parameter: the whole tensor, or a slice of it where the range cuts through it. buffer[0] is
+// flat offset `origin`.
+void add_flat_range(checkpoint::StateRegistry& registry, const std::string& prefix,
+                    const ParameterSet& params, const TensorView& buffer, int64_t origin,
+                    FlatRange range) {
+  for (const auto& e : params.entries()) {
+    const int64_t begin = std::max(e.offset, range.begin);
+    const int64_t end = std::min(e.offset + e.shape.numel(), range.end);
+    if (begin >= end) continue;
+    if (end - begin == e.shape.numel()) {
+      registry.add_tensor(prefix + e.name, buffer.flat_range(e.offset - origin, e.shape));
+    } else {
+      registry.add_tensor_slice(prefix + e.name, buffer.flat_range(begin - origin, Shape{end - begin}),
+                                e.shape, begin - e.offset);
+    }
+  }
+}
+
 }  // namespace
 
 Trainer::Trainer(Config config, bool resume)
-    : config_(std::move(config)), memory_(default_resource(Device::cpu())) {
+    : config_(std::move(config)),
+      owned_groups_(std::make_unique<parallel::ProcessGroups>(parallel::make_world_communicator(),
+                                                              parallel::ParallelDims{})),
+      groups_(*owned_groups_),
+      dp_(groups_.dp()),
+      memory_(default_resource(Device::cpu())) {
+  init(resume);
+}
+
+Trainer::Trainer(Config config, bool resume, parallel::ProcessGroups& groups)
+    : config_(std::move(config)),
+      groups_(groups),
+      dp_(groups.dp()),
+      memory_(default_resource(Device::cpu())) {
+  init(resume);
+}
+
+void Trainer::init(bool resume) {
   memory_scope_ = std::make_unique<ScopedDefaultResource>(&memory_);
   if (config_.memory.budget_bytes > 0) {
     budget_ = std::make_unique<LimitResource>(&memory_,
@@ -76,19 +111,29 @@ Trainer::Trainer(Config config, bool resume)
   seed_ = static_cast<int64_t>(config_.run.seed);
   MEMENTO_LOG_INFO("resolved config:\n", resolved_config_);
 
-  fs::create_directories(config_.run.out_dir);
-  {
+  const int dp_size = dp_.size();
+  MEMENTO_EXPECT(dp_size == config_.parallel.dp, ConfigError, "parallel.dp = ",
+                 config_.parallel.dp, " but the data-parallel group has ", dp_size, " ranks");
+  const bool writer = groups_.world().rank() == 0;  // rank 0 writes the run's files
+  if (writer) {
+    fs::create_directories(config_.run.out_dir);
     std::ofstream out(fs::path(config_.run.out_dir) / "config.yaml");
     out << resolved_config_;
   }
 
   const TrainConfig& train = config_.train;
   grad_accum_ = train.grad_accum(config_.parallel.dp);
+  const bool zero1 = config_.parallel.zero1 && dp_size > 1;
   plan_ = plan_memory(config_.model, train.micro_batch, train.seq_len, kAdamWBytesPerParam);
+  if (zero1) plan_.optimizer_states /= static_cast<size_t>(dp_size);
   MEMENTO_LOG_INFO(format_memory_table(
       plan_, detail::concat("memory plan (per rank, ", dtype_name(config_.model.dtype),
-                            " on cpu, micro-batch ", train.micro_batch, " x ", train.seq_len, ")")));
-  {
+                            " on cpu, micro-batch ", train.micro_batch, " x ", train.seq_len,
+                            zero1 ? detail::concat(", optimizer states sharded over ", dp_size,
+                                                   " ranks (ZeRO-1)")
+                                  : std::string(),
+                            ")")));
+  if (writer) {
     std::ofstream out(fs::path(config_.run.out_dir) / "activations.txt");
     out << format_activation_list(plan_.activations);
   }
@@ -105,11 +150,23 @@ Trainer::Trainer(Config config, bool resume)
   if (!config_.data.tokenizer.empty()) tokenizer_text_ = read_text_file(config_.data.tokenizer);
 
   model_ = std::make_unique<LlamaModel>(config_.model);
+  model_->params().pad_to_multiple_of(dp_size);  // equal shards for ZeRO-1 and checkpoints
   model_->params().allocate(config_.model.dtype);
-  model_->params().initialize(config_.run.seed);
+  model_->params().initialize(config_.run.seed);  // the same on every rank (contract 7)
+  const int64_t padded = model_->params().padded_numel();
   const OptimConfig& o = config_.optim;
   optimizer_ = std::make_unique<optim::AdamW>(
-      model_->params(), optim::AdamWOptions{o.beta1, o.beta2, o.eps, o.weight_decay});
+      model_->params(), optim::AdamWOptions{o.beta1, o.beta2, o.eps, o.weight_decay},
+      zero1 ? parallel::shard_of(padded, dp_size, dp_.rank()) : FlatRange{0, padded});
+  if (dp_size > 1) {
+    const auto bucket = static_cast<int64_t>(config_.parallel.bucket_mb * 1024 * 1024 /
+                                             static_cast<double>(dtype_size(config_.model.dtype)));
+    reducer_ = std::make_unique<parallel::GradientReducer>(model_->params().flat_grads(), dp_,
+                                                           std::max<int64_t>(1, bucket));
+    MEMENTO_LOG_INFO("data parallel: ", dp_size, " ranks, ", reducer_->buckets().size(),
+                     " gradient buckets of up to ", config_.parallel.bucket_mb, " MiB",
+                     zero1 ? ", ZeRO-1" : "");
+  }
   schedule_ = {optim::schedule_from_name(o.schedule), o.lr, o.min_lr, o.warmup_steps, train.steps};
   register_state();
 
@@ -128,29 +185,38 @@ Trainer::Trainer(Config config, bool resume)
                        "; starting from step 0");
     }
   }
-  metrics_file_.open(fs::path(config_.run.out_dir) / "metrics.jsonl",
-                     step_ > 0 ? std::ios::app : std::ios::trunc);
+  if (writer) {
+    metrics_file_.open(fs::path(config_.run.out_dir) / "metrics.jsonl",
+                       step_ > 0 ? std::ios::app : std::ios::trunc);
+  }
 }
 
 Trainer::~Trainer() = default;
 
 void Trainer::register_state() {
   const ParameterSet& params = model_->params();
-  for (const auto& e : params.entries()) {
-    const TensorView value = params.flat_values().flat_range(e.offset, e.shape);
-    state_.add_tensor("model/" + e.name, value);
-    state_.add_tensor("optim/exp_avg/" + e.name,
-                      optimizer_->exp_avg().flat_range(e.offset, e.shape));
-    state_.add_tensor("optim/exp_avg_sq/" + e.name,
-                      optimizer_->exp_avg_sq().flat_range(e.offset, e.shape));
+  const FlatRange all{0, params.padded_numel()};
+  const FlatRange mine = parallel::shard_of(all.end, dp_.size(), dp_.rank());
+  const FlatRange states = optimizer_->shard();
+  // Saving: each data-parallel rank writes its 1/dp of every buffer, so no byte is written twice.
+  add_flat_range(save_state_, "model/", params, params.flat_values(), 0, mine);
+  add_flat_range(save_state_, "optim/exp_avg/", params, optimizer_->exp_avg(), states.begin, mine);
+  add_flat_range(save_state_, "optim/exp_avg_sq/", params, optimizer_->exp_avg_sq(), states.begin,
+                 mine);
+  // Loading: everything this rank holds, assembled from however many ranks wrote it.
+  add_flat_range(load_state_, "model/", params, params.flat_values(), 0, all);
+  add_flat_range(load_state_, "optim/exp_avg/", params, optimizer_->exp_avg(), states.begin, states);
+  add_flat_range(load_state_, "optim/exp_avg_sq/", params, optimizer_->exp_avg_sq(), states.begin,
+                 states);
+  for (checkpoint::StateRegistry* r : {&save_state_, &load_state_}) {
+    r->add_int("state/step", &step_);
+    r->add_int("state/optimizer_step", &optimizer_->step_count());
+    r->add_int("state/data_epoch", &data_epoch_);
+    r->add_int("state/data_index", &data_index_);
+    r->add_int("state/seed", &seed_);
+    r->add_string("meta/config", &resolved_config_);
+    r->add_string("meta/tokenizer", &tokenizer_text_);
   }
-  state_.add_int("state/step", &step_);
-  state_.add_int("state/optimizer_step", &optimizer_->step_count());
-  state_.add_int("state/data_epoch", &data_epoch_);
-  state_.add_int("state/data_index", &data_index_);
-  state_.add_int("state/seed", &seed_);
-  state_.add_string("meta/config", &resolved_config_);
-  state_.add_string("meta/tokenizer", &tokenizer_text_);
 }
 
 void Trainer::restore(const std::string& checkpoint_dir) {
@@ -165,11 +231,16 @@ void Trainer::restore(const std::string& checkpoint_dir) {
                                          list, " (checkpoint vs config)"));
   }
   const std::string config_text = resolved_config_;
-  checkpoint::load_checkpoint(state_, checkpoint_dir);
+  const int64_t saved_world = checkpoint::read_checkpoint_info(checkpoint_dir).world;
+  checkpoint::load_checkpoint(load_state_, checkpoint_dir, dp_.rank());
   resolved_config_ = config_text;  // the run continues under its own (possibly edited) config
   data_->set_cursor(DataCursor{data_epoch_, data_index_});
   MEMENTO_LOG_INFO("resumed from ", checkpoint_dir, " at step ", step_, " (data epoch ",
-                   data_epoch_, ", sample ", data_index_, ")");
+                   data_epoch_, ", sample ", data_index_, ")",
+                   saved_world != dp_.size()
+                       ? detail::concat("; saved with ", saved_world, " data-parallel ranks, ",
+                                        "resharded to ", dp_.size())
+                       : std::string());
 }
 
 void Trainer::save() {
@@ -177,41 +248,67 @@ void Trainer::save() {
   data_epoch_ = cursor.epoch;
   data_index_ = cursor.index;
   const auto start = Clock::now();
-  checkpoint::save_checkpoint(state_, config_.checkpoint.dir, step_);
-  checkpoint::prune_checkpoints(config_.checkpoint.dir, static_cast<int>(config_.checkpoint.keep));
+  checkpoint::save_checkpoint(save_state_, config_.checkpoint.dir, step_, dp_.rank(), dp_.size(),
+                              [this] { dp_.barrier(); });
+  if (dp_.rank() == 0)
+    checkpoint::prune_checkpoints(config_.checkpoint.dir, static_cast<int>(config_.checkpoint.keep));
   MEMENTO_LOG_INFO("checkpoint: step ", step_, " saved to ", config_.checkpoint.dir, " in ",
                    seconds_since(start), " s");
 }
 
-// One training step: load, forward, backward, (reduce), clip, update, log.
+// Micro-batch `micro` of this step on this rank. The step's global batch is the next
+// global_batch samples after the cursor; rank r of a micro-batch reads its B consecutive ones.
+Batch Trainer::next_micro_batch(int64_t micro, std::vector<int32_t>& windows) {
+  const int64_t B = config_.train.micro_batch, T = config_.train.seq_len;
+  const int64_t skip = (micro * dp_.size() + dp_.rank()) * B;
+  data_->read_train_samples(data_->cursor(), skip, B, windows.data());
+  return split_windows(windows, B, T);
+}
+
+// One training step: load, forward, backward, reduce, clip, update.
 StepMetrics Trainer::train_step() {
   const TrainConfig& train = config_.train;
-  const int64_t B = train.micro_batch, T = train.seq_len;
+  const int64_t T = train.seq_len;
   const auto start = Clock::now();
   memory_.reset_peak();
   ops::reset_gemm_stats();
-  std::vector<int32_t> windows(static_cast<size_t>(B * (T + 1)));
-  // Every micro-batch's loss is scaled so that the gradients are those of the global mean.
+  std::vector<int32_t> windows(static_cast<size_t>(train.micro_batch * (T + 1)));
+  // Every micro-batch's loss is scaled so that the summed gradients are those of the global mean.
   const double grad_scale = 1.0 / static_cast<double>(train.global_batch * T);
+  const auto reduce_from = [this](int64_t offset) { reducer_->grads_final_from(offset); };
 
   model_->params().zero_grads();
   double loss_sum = 0;
   for (int64_t micro = 0; micro < grad_accum_; ++micro) {
-    data_->next_train_batch(B, windows.data());
-    const Batch batch = split_windows(windows, B, T);
-    const ops::CrossEntropyResult r =
-        model_->forward_backward(store_, batch.tokens, batch.targets, grad_scale);
-    loss_sum += r.loss_sum;
+    const Batch batch = next_micro_batch(micro, windows);
+    const bool last = micro + 1 == grad_accum_;
+    const LlamaModel::GradsFinalHook hook =
+        reducer_ && last ? LlamaModel::GradsFinalHook(reduce_from) : nullptr;
+    loss_sum += model_->forward_backward(store_, batch.tokens, batch.targets, grad_scale, hook)
+                    .loss_sum;
   }
-  // Gradient reduction over data-parallel ranks plugs in here (distributed issue).
+  data_->skip_train_samples(train.global_batch);
+  if (reducer_) {
+    reducer_->finish();  // gradients summed over the data-parallel ranks
+    Tensor loss = Tensor::empty(Shape{1}, DType::kF64);
+    loss.data<double>()[0] = loss_sum;
+    dp_.all_reduce(loss);
+    loss_sum = loss.data<double>()[0];
+  }
   const TensorView grads = model_->params().flat_grads();
-  const double grad_norm = optim::global_grad_norm(grads);
+  const double grad_norm = optim::global_grad_norm(grads);  // every rank holds the full sum
   MEMENTO_EXPECT(std::isfinite(grad_norm) && std::isfinite(loss_sum), Error, "step ", step_ + 1,
                  ": loss or gradient norm is not finite (loss sum ", loss_sum, ", grad norm ",
                  grad_norm, "); lower optim.lr or check the data");
   optim::clip_grad_norm(grads, grad_norm, config_.optim.grad_clip);
   const double lr = schedule_.at(step_);
   optimizer_->step(model_->params(), lr);
+  if (optimizer_->shard().size() < model_->params().padded_numel()) {
+    // ZeRO-1: each rank updated its shard; gather the others' updates.
+    const TensorView values = model_->params().flat_values();
+    const FlatRange shard = optimizer_->shard();
+    dp_.all_gather(values.flat_range(shard.begin, Shape{shard.size()}), values);
+  }
   ++step_;
 
   StepMetrics m;
@@ -222,7 +319,8 @@ StepMetrics Trainer::train_step() {
   m.seconds = seconds_since(start);
   const double tokens = static_cast<double>(train.global_batch * T);
   m.tokens_per_second = tokens / m.seconds;
-  m.mfu = model_->flops_per_token(T) * m.tokens_per_second / peak_flops_;
+  m.mfu = model_->flops_per_token(T) * m.tokens_per_second /
+          (peak_flops_ * static_cast<double>(dp_.size()));
   m.gemm_share = ops::gemm_stats().seconds / m.seconds;
   m.memory_bytes = memory_.current_bytes();
   m.peak_bytes = memory_.peak_bytes();
@@ -234,7 +332,8 @@ std::vector<StepMetrics> Trainer::run(int64_t stop_at_step) {
   const int64_t last = stop_at_step >= 0 ? std::min(stop_at_step, train.steps) : train.steps;
   MEMENTO_LOG_INFO("training steps ", step_ + 1, "..", last, " of ", train.steps, ": ",
                    train.global_batch, " sequences x ", train.seq_len, " tokens per step (",
-                   grad_accum_, " micro-batches of ", train.micro_batch, ")");
+                   grad_accum_, " micro-batches of ", train.micro_batch, " on each of ",
+                   dp_.size(), " data-parallel ranks)");
   std::vector<StepMetrics> history;
   while (step_ < last) {
     StepMetrics m = train_step();
@@ -243,9 +342,21 @@ std::vector<StepMetrics> Trainer::run(int64_t stop_at_step) {
     if (train.eval_every > 0 && (step_ % train.eval_every == 0 || step_ == train.steps))
       m.val_loss = evaluate();
     if (step_ % train.log_every == 0 || m.val_loss || step_ == last) log(m);
-    if (config_.checkpoint.every > 0 && step_ % config_.checkpoint.every == 0 && step_ != last)
-      save();
     history.push_back(m);
+
+    // Signals are served at step boundaries, and every rank must agree on what to do.
+    Tensor request = Tensor::empty(Shape{2}, DType::kI32);
+    request.data<int32_t>()[0] = stop_requested() ? 1 : 0;
+    request.data<int32_t>()[1] = take_save_request() ? 1 : 0;
+    groups_.world().all_reduce(request, parallel::ReduceOp::kMax);
+    if (request.data<int32_t>()[0] != 0) {
+      MEMENTO_LOG_WARN("stop requested (SIGTERM): saving a checkpoint at step ", step_,
+                       " and exiting with code ", kExitPreempted);
+      stopped_ = true;
+      break;
+    }
+    const bool periodic = config_.checkpoint.every > 0 && step_ % config_.checkpoint.every == 0;
+    if ((periodic || request.data<int32_t>()[1] != 0) && step_ != last) save();
   }
   if (run_steps_ > 0 || stop_at_step >= 0) save();
   return history;
@@ -254,16 +365,17 @@ std::vector<StepMetrics> Trainer::run(int64_t stop_at_step) {
 double Trainer::evaluate() {
   const int64_t B = config_.train.micro_batch, T = config_.train.seq_len;
   std::vector<int32_t> windows(static_cast<size_t>(B * (T + 1)));
-  double loss_sum = 0;
-  int64_t count = 0;
-  for (int64_t i = 0; i < config_.train.eval_batches; ++i) {
+  Tensor sums = Tensor::zeros(Shape{2}, DType::kF64);  // loss sum, token count
+  // The data-parallel ranks split the validation batches between them.
+  for (int64_t i = dp_.rank(); i < config_.train.eval_batches; i += dp_.size()) {
     data_->val_batch(i, B, windows.data());
     const Batch batch = split_windows(windows, B, T);
     const ops::CrossEntropyResult r = model_->forward_loss(batch.tokens, batch.targets);
-    loss_sum += r.loss_sum;
-    count += r.count;
+    sums.data<double>()[0] += r.loss_sum;
+    sums.data<double>()[1] += static_cast<double>(r.count);
   }
-  return loss_sum / static_cast<double>(count);
+  dp_.all_reduce(sums);
+  return sums.data<double>()[0] / sums.data<double>()[1];
 }
 
 void Trainer::log(const StepMetrics& m) {
@@ -289,6 +401,7 @@ void Trainer::log(const StepMetrics& m) {
                 "\"gemm_share\": %.4f, \"eta_s\": %.1f",
                 static_cast<long long>(m.step), m.loss, m.lr, m.grad_norm, m.tokens_per_second,
                 m.mfu, m.memory_bytes, m.peak_bytes, m.gemm_share, eta);
+  if (!metrics_file_.is_open()) return;
   metrics_file_ << line;
   if (m.val_loss) metrics_file_ << detail::concat(", \"val_loss\": ", *m.val_loss);
   metrics_file_ << "}\n";

@@ -19,8 +19,16 @@
 #include "memory/resources.h"
 #include "optim/adamw.h"
 #include "optim/lr_schedule.h"
+#include "parallel/data_parallel.h"
+#include "parallel/process_groups.h"
 
 namespace memento {
+
+// A micro-batch: inputs and next-token targets, both (B, T) i32.
+struct Batch {
+  Tensor tokens;
+  Tensor targets;
+};
 
 struct StepMetrics {
   int64_t step = 0;  // 1-based number of the update just taken
@@ -38,14 +46,20 @@ struct StepMetrics {
 
 class Trainer {
  public:
-  // Builds everything; with resume, restores the latest complete checkpoint of the run (an
+  // Builds everything for this rank of `groups`; with resume, restores the latest complete
+  // checkpoint of the run, resharding it if it was saved with another data-parallel size (an
   // error if it belongs to another model). Throws ConfigError, DataError, CheckpointError.
+  Trainer(Config config, bool resume, parallel::ProcessGroups& groups);
+  // A single-process trainer (no MPI).
   Trainer(Config config, bool resume);
   ~Trainer();
 
   // Trains until config.train.steps, or until `stop_at_step` updates have been taken (then
   // saves a checkpoint, as a preempted run does). Returns the metrics of every step it ran.
+  // Serves signals at step boundaries (launch/signals.h); stopped() tells whether SIGTERM
+  // ended the run early.
   std::vector<StepMetrics> run(int64_t stop_at_step = -1);
+  bool stopped() const { return stopped_; }
 
   int64_t step() const { return step_; }
   const LlamaModel& model() const { return *model_; }
@@ -53,14 +67,19 @@ class Trainer {
   double evaluate();  // mean validation loss over train.eval_batches micro-batches
 
  private:
+  void init(bool resume);
   StepMetrics train_step();
   void register_state();
+  Batch next_micro_batch(int64_t micro, std::vector<int32_t>& windows);
   void restore(const std::string& checkpoint_dir);
   void save();
   void log(const StepMetrics& m);
   double measure_peak_flops() const;
 
   Config config_;
+  std::unique_ptr<parallel::ProcessGroups> owned_groups_;  // single-process runs only
+  parallel::ProcessGroups& groups_;
+  parallel::Communicator& dp_;  // this rank's data-parallel group
   TrackingResource memory_;  // every CPU allocation of the run goes through it
   std::unique_ptr<ScopedDefaultResource> memory_scope_;
   std::unique_ptr<LimitResource> budget_;
@@ -68,9 +87,11 @@ class Trainer {
   std::unique_ptr<LlamaModel> model_;
   std::unique_ptr<optim::AdamW> optimizer_;
   std::unique_ptr<DataLoader> data_;
+  std::unique_ptr<parallel::GradientReducer> reducer_;  // null when dp = 1
   KeepActivationStore store_;
   optim::LrSchedule schedule_;
-  checkpoint::StateRegistry state_;
+  checkpoint::StateRegistry save_state_;  // this rank's slice of every tensor
+  checkpoint::StateRegistry load_state_;  // everything this rank holds
   MemoryPlan plan_;
   int64_t step_ = 0;
   int64_t grad_accum_ = 1;
@@ -80,6 +101,7 @@ class Trainer {
   std::string resolved_config_;
   std::string tokenizer_text_;
   std::ofstream metrics_file_;
+  bool stopped_ = false;
   double run_seconds_ = 0;
   int64_t run_steps_ = 0;
 };

@@ -2,12 +2,21 @@
 #include <cstdio>
 #include <exception>
 
+#include <unistd.h>
+
+#include <algorithm>
+#include <memory>
+
 #include "core/log.h"
+#include "launch/bootstrap.h"
 #include "launch/cli.h"
 #include "launch/config.h"
 #include "launch/generate.h"
 #include "launch/trainer.h"
+#include "launch/signals.h"
 #include "memory/memory_plan.h"
+#include "parallel/mpi_communicator.h"
+#include "parallel/process_groups.h"
 
 namespace memento {
 namespace {
@@ -27,30 +36,49 @@ int dry_run(const Config& config) {
   return 0;
 }
 
-int run(int argc, char** argv) {
-  const CommandLine cl = parse_command_line(argc, argv);
-  switch (cl.command) {
-    case CommandLine::Command::kHelp: std::printf("%s", usage().c_str()); return 0;
-    case CommandLine::Command::kSample: return run_sample(cl.sample);
-    case CommandLine::Command::kTrain: break;
+int train(const TrainArgs& args, const LaunchInfo& launch) {
+  Config config = load_config(args.config, args.overrides);
+  if (args.dry_run) return dry_run(config);
+  if (config.train.threads == 0 && launch.local_world > 1) {
+    // Ranks on one node share its cores.
+    const long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    config.train.threads = std::max<long>(1, cores / launch.local_world);
   }
-  const Config config = load_config(cl.train.config, cl.train.overrides);
-  if (cl.train.dry_run) return dry_run(config);
-  Trainer trainer(config, cl.train.resume);
+  const parallel::ParallelDims dims{config.parallel.dp, config.parallel.tp, config.parallel.pp,
+                                    config.parallel.cp};
+  dims.validate(launch.world);
+  dims.require_available();
+  parallel::ProcessGroups groups(parallel::make_world_communicator(), dims);
+  install_signal_handlers();
+  Trainer trainer(config, args.resume, groups);
   trainer.run();
-  return 0;
+  return trainer.stopped() ? kExitPreempted : 0;
 }
 
 }  // namespace
 }  // namespace memento
 
 int main(int argc, char** argv) {
+  using namespace memento;
+  std::unique_ptr<parallel::MpiSession> mpi;
   try {
-    return memento::run(argc, argv);
-  } catch (const memento::Error& e) {
+    const CommandLine cl = parse_command_line(argc, argv);
+    switch (cl.command) {
+      case CommandLine::Command::kHelp: std::printf("%s", usage().c_str()); return 0;
+      case CommandLine::Command::kSample: return run_sample(cl.sample);
+      case CommandLine::Command::kTrain: break;
+    }
+    const LaunchInfo launch = read_launch_env();
+    if (launch.under_mpi) mpi = std::make_unique<parallel::MpiSession>(&argc, &argv);
+    set_log_rank(launch.rank, launch.world);
+    return train(cl.train, launch);
+  } catch (const Error& e) {
     std::fprintf(stderr, "trainer: error: %s\n", e.what());
   } catch (const std::exception& e) {
     std::fprintf(stderr, "trainer: internal error: %s\n", e.what());
   }
+  // One rank failed: do not wait in MPI_Finalize for ranks that will never arrive; the launcher
+  // ends the whole job when this rank exits.
+  if (mpi) mpi->mark_failed();
   return 1;
 }

@@ -18,22 +18,25 @@ struct AdamWOptions {
 
 class AdamW {
  public:
-  AdamW(const ParameterSet& params, AdamWOptions options);
+  // States for `shard` of the flat buffer (the whole buffer when shard is empty).
+  AdamW(const ParameterSet& params, AdamWOptions options, FlatRange shard = {});
 
-  // One update of every parameter from its gradient at learning rate lr:
+  // One update of every parameter in the shard from its gradient at learning rate lr:
   //   m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;  p -= lr (m_hat / (sqrt(v_hat) + eps) + wd p).
   void step(ParameterSet& params, double lr);
 
   int64_t& step_count() { return step_; }  // updates taken so far (checkpointed)
-  TensorView exp_avg() const { return exp_avg_; }
+  FlatRange shard() const { return shard_; }
+  TensorView exp_avg() const { return exp_avg_; }  // (shard.size(),)
   TensorView exp_avg_sq() const { return exp_avg_sq_; }
   size_t state_bytes() const { return exp_avg_.bytes() + exp_avg_sq_.bytes(); }
 
  private:
   AdamWOptions options_;
+  FlatRange shard_;
   int64_t step_ = 0;
-  Tensor exp_avg_;     // (padded_numel,)
-  Tensor exp_avg_sq_;  // (padded_numel,)
+  Tensor exp_avg_;     // (shard.size(),)
+  Tensor exp_avg_sq_;  // (shard.size(),)
 };
 
 }  // namespace memento::optim

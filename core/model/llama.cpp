@@ -71,8 +71,11 @@ LlamaModel::LlamaModel(const ModelConfig& config) : config_(config) {
   const auto std = static_cast<float>(config_.init_std);
   embed_ = std::make_unique<Embedding>(params_, "model.embed_tokens", config_.vocab_size,
                                        config_.dim, std);
-  for (int64_t layer = 0; layer < config_.n_layers; ++layer)
+  for (int64_t layer = 0; layer < config_.n_layers; ++layer) {
+    const size_t first = params_.entries().size();
     blocks_.push_back(std::make_unique<Block>(params_, config_, layer));
+    block_offsets_.push_back(params_.entries()[first].offset);
+  }
   norm_ = std::make_unique<RMSNorm>(params_, "model.norm", config_.dim,
                                     static_cast<float>(config_.norm_eps));
   if (!config_.tie_embeddings)
@@ -107,20 +110,32 @@ Tensor LlamaModel::forward(LayerContext& ctx, const Tensor& tokens) {
   return lm_head_forward(ctx, norm_->forward(ctx, x));  // (B, T, V)
 }
 
-void LlamaModel::backward(LayerContext& ctx, const Tensor& dlogits) {
+void LlamaModel::backward(LayerContext& ctx, const Tensor& dlogits,
+                          const GradsFinalHook& grads_final) {
+  auto final_from = [&](int64_t offset) {
+    if (grads_final) grads_final(offset);
+  };
+  // Parameters are declared embedding, blocks, final norm, lm_head: backward finishes them from
+  // the end of the flat buffer towards its start.
   Tensor dx = norm_->backward(ctx, lm_head_backward(ctx, dlogits));
-  for (auto it = blocks_.rbegin(); it != blocks_.rend(); ++it) dx = (*it)->backward(ctx, dx);
+  final_from(params_.find("model.norm.weight")->offset);
+  for (int64_t layer = config_.n_layers - 1; layer >= 0; --layer) {
+    dx = blocks_[layer]->backward(ctx, dx);
+    final_from(block_offsets_[layer]);
+  }
   embed_->backward(ctx, dx);
+  final_from(0);
 }
 
 ops::CrossEntropyResult LlamaModel::forward_backward(ActivationStore& store, const Tensor& tokens,
-                                                     const Tensor& targets, double grad_scale) {
+                                                     const Tensor& targets, double grad_scale,
+                                                     const GradsFinalHook& grads_final) {
   LayerContext ctx{params_, store, true};
   Tensor logits = forward(ctx, tokens);  // (B, T, V); becomes dlogits in place
   const TensorView rows = logits.view().reshape(Shape{tokens.numel(), config_.vocab_size});
   const ops::CrossEntropyResult result =
       ops::cross_entropy(rows, targets.view().reshape(Shape{tokens.numel()}), rows, grad_scale);
-  backward(ctx, logits);
+  backward(ctx, logits, grads_final);
   return result;
 }
 

@@ -4,6 +4,7 @@
 // layer pattern. Parameter names and shapes are Hugging Face's Llama, so weights map one to one.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -30,10 +31,15 @@ class LlamaModel {
   ParameterSet& params() { return params_; }
   const ParameterSet& params() const { return params_; }
 
+  // Told during backward that every gradient at flat offsets >= offset is final for this
+  // micro-batch: gradient reduction starts its buckets from it.
+  using GradsFinalHook = std::function<void(int64_t offset)>;
+
   // tokens, targets (B, T) i32. Forward, loss and backward of one micro-batch: parameter
   // gradients accumulate (+=) the gradient of grad_scale * (sum of token losses).
   ops::CrossEntropyResult forward_backward(ActivationStore& store, const Tensor& tokens,
-                                           const Tensor& targets, double grad_scale);
+                                           const Tensor& targets, double grad_scale,
+                                           const GradsFinalHook& grads_final = nullptr);
   // Loss without gradients (evaluation); saves nothing.
   ops::CrossEntropyResult forward_loss(const Tensor& tokens, const Tensor& targets);
   // Logits (B, T, V) of a forward pass without gradients (sampling).
@@ -49,12 +55,13 @@ class LlamaModel {
   Tensor forward(LayerContext& ctx, const Tensor& tokens);  // (B, T, V) logits
   Tensor lm_head_forward(LayerContext& ctx, const Tensor& x);
   Tensor lm_head_backward(LayerContext& ctx, const Tensor& dlogits);
-  void backward(LayerContext& ctx, const Tensor& dlogits);
+  void backward(LayerContext& ctx, const Tensor& dlogits, const GradsFinalHook& grads_final);
 
   ModelConfig config_;
   ParameterSet params_;
   std::unique_ptr<Embedding> embed_;
   std::vector<std::unique_ptr<Block>> blocks_;
+  std::vector<int64_t> block_offsets_;  // flat offset of each block's first parameter
   std::unique_ptr<RMSNorm> norm_;
   std::unique_ptr<Linear> lm_head_;  // null when tied to the embedding
 };

@@ -5,15 +5,20 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <barrier>
 #include <cstdint>
 #include <cstring>
+#include <exception>
 #include <filesystem>
 #include <limits>
 #include <memory>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "checkpoint/hdf5_checkpoint.h"
 #include "checkpoint/state_registry.h"
 
 namespace memento::checkpoint::test_util {
@@ -141,6 +146,87 @@ inline void expect_identical(const StateRegistry& a, const StateRegistry& b) {
         break;
     }
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Simulated ranks: as ZeRO-1 shards its flat buffers, rank r owns elements
+// [bounds[r], bounds[r + 1]) of the concatenation of all tensors (in registration order).
+
+// Elements of all tensors of `registry` together.
+inline int64_t total_elements(const StateRegistry& registry) {
+  int64_t total = 0;
+  for (const StateEntry& e : registry) {
+    if (e.kind == EntryKind::kTensor) total += e.tensor.numel();
+  }
+  return total;
+}
+
+// world + 1 cut points splitting `total` elements as evenly as possible.
+inline std::vector<int64_t> even_bounds(int64_t total, int world) {
+  std::vector<int64_t> bounds;
+  for (int r = 0; r <= world; ++r) bounds.push_back(total * r / world);
+  return bounds;
+}
+
+// Rank `rank`'s registry over the whole tensors of `full`: the slice of each tensor in the rank's
+// range (empty slices too, unless skip_empty: then the rank file lacks that tensor, as when the
+// trainer skips them), and every scalar and string.
+inline StateRegistry shard_of(const StateRegistry& full, const std::vector<int64_t>& bounds,
+                              int rank, bool skip_empty = false) {
+  StateRegistry shard;
+  int64_t at = 0;  // where the tensor starts in the concatenation
+  for (const StateEntry& e : full) {
+    switch (e.kind) {
+      case EntryKind::kTensor: {
+        const int64_t n = e.tensor.numel();
+        const int64_t begin = std::clamp(bounds[rank] - at, int64_t{0}, n);
+        const int64_t end = std::clamp(bounds[rank + 1] - at, begin, n);
+        at += n;
+        if (skip_empty && begin == end && n > 0) break;
+        const TensorView flat = e.tensor.reshape(Shape{n});
+        shard.add_tensor_slice(e.name, flat.flat_range(begin, Shape{end - begin}), e.tensor.shape(),
+                               begin);
+        break;
+      }
+      case EntryKind::kInt:
+        shard.add_int(e.name, e.int_value);
+        break;
+      case EntryKind::kDouble:
+        shard.add_double(e.name, e.double_value);
+        break;
+      case EntryKind::kString:
+        shard.add_string(e.name, e.string_value);
+        break;
+    }
+  }
+  return shard;
+}
+
+// Saves registries[r] as rank r of registries.size() ranks, each on its own thread, with a
+// std::barrier as the communicator's barrier. Returns each rank's error message ("" if none).
+inline std::vector<std::string> save_on_threads(const std::vector<StateRegistry>& registries,
+                                                const std::string& root, int64_t step) {
+  const int world = static_cast<int>(registries.size());
+  std::barrier<> sync(world);
+  std::vector<std::string> errors(world);
+  std::vector<std::thread> ranks;
+  for (int r = 0; r < world; ++r) {
+    ranks.emplace_back([&, r] {
+      try {
+        save_checkpoint(registries[r], root, step, r, world, [&] { sync.arrive_and_wait(); });
+      } catch (const std::exception& e) {
+        errors[r] = e.what();
+      }
+    });
+  }
+  for (std::thread& t : ranks) t.join();
+  return errors;
+}
+
+// Loads `dir` into the whole tensors of `into` as `world` ranks would, each its own shard.
+inline void load_as_ranks(const StateRegistry& into, const std::string& dir, int world,
+                          const std::vector<int64_t>& bounds) {
+  for (int r = 0; r < world; ++r) load_checkpoint(shard_of(into, bounds, r), dir, r);
 }
 
 }  // namespace memento::checkpoint::test_util

@@ -36,6 +36,32 @@ TEST(StateRegistry, KeepsEntriesInRegistrationOrderWithTheirKinds) {
   EXPECT_EQ(registry.tensor_bytes(), 4u * 8u * 2u);
 }
 
+TEST(StateRegistry, SlicesKnowTheirTensor) {
+  Tensor flat = Tensor::zeros({40}, DType::kF32);
+  StateRegistry registry;
+  registry.add_tensor_slice("optim/exp_avg/w", flat.view().flat_range(3, Shape{10}), {4, 8}, 17);
+  registry.add_tensor_slice("optim/exp_avg/b", flat.view().flat_range(13, Shape{0}), {8}, 8);
+  registry.add_tensor_slice("model/w", flat.view().flat_range(0, Shape{32}), {4, 8}, 0);  // whole
+  Tensor whole = Tensor::zeros({2, 3}, DType::kBF16);
+  registry.add_tensor("model/b", whole);
+
+  const StateEntry* slice = registry.find("optim/exp_avg/w");
+  EXPECT_TRUE(slice->is_partial());
+  EXPECT_EQ(slice->tensor.shape(), Shape{10});
+  EXPECT_EQ(slice->full_shape, (Shape{4, 8}));
+  EXPECT_EQ(slice->offset, 17);
+  EXPECT_EQ(slice->tensor.raw(), flat.view().flat_range(3, Shape{10}).raw());
+  EXPECT_TRUE(registry.find("optim/exp_avg/b")->is_partial());  // empty: allowed
+  const StateEntry* covering = registry.find("model/w");
+  EXPECT_FALSE(covering->is_partial());
+  EXPECT_EQ(covering->tensor.shape(), (Shape{4, 8}));
+  EXPECT_EQ(covering->offset, 0);
+  const StateEntry* b = registry.find("model/b");
+  EXPECT_FALSE(b->is_partial());
+  EXPECT_EQ(b->full_shape, (Shape{2, 3}));
+  EXPECT_EQ(registry.tensor_bytes(), (10u + 32u) * 4u + 6u * 2u);
+}
+
 TEST(StateRegistry, ValidNamesHaveAGroupAndCleanSegments) {
   EXPECT_TRUE(valid_state_name("model/model.norm.weight"));
   EXPECT_TRUE(valid_state_name("optim/exp_avg/model.norm.weight"));
@@ -100,6 +126,28 @@ TEST_F(StateRegistryDeathTest, MalformedNamesAndNullPointersAreBugs) {
         registry.add_tensor("model/w", Tensor::empty({2, 2}, DType::kF32, Device::meta()));
       },
       "kMeta");
+}
+
+TEST_F(StateRegistryDeathTest, SlicesMustBeOneDimensionalAndInsideTheTensor) {
+  Tensor flat = Tensor::zeros({40}, DType::kF32);
+  EXPECT_DEATH(
+      {
+        StateRegistry registry;
+        registry.add_tensor_slice("model/w", flat.view().flat_range(0, Shape{30}), {4, 8}, 3);
+      },
+      "lie outside a tensor of shape \\[4, 8\\]");
+  EXPECT_DEATH(
+      {
+        StateRegistry registry;
+        registry.add_tensor_slice("model/w", flat.view().flat_range(0, Shape{2, 5}), {4, 8}, 0);
+      },
+      "must be 1-D");
+  EXPECT_DEATH(
+      {
+        StateRegistry registry;
+        registry.add_tensor_slice("model/w", flat.view().flat_range(0, Shape{1}), {4, 8}, -1);
+      },
+      "outside");
 }
 
 }  // namespace

@@ -5,7 +5,14 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
 #include <exception>
+#include <functional>
+#include <future>
+#include <mutex>
+#include <thread>
 #include <vector>
 
 #include "core/error.h"
@@ -121,7 +128,8 @@ MpiSession::MpiSession(int* argc, char*** argv) {
   MPI_CHECK(MPI_Initialized(&initialized));
   if (!initialized) {
     int provided = 0;
-    MPI_CHECK(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided));
+    // MULTIPLE lets a communicator's worker thread run bucket all-reduces during backward.
+    MPI_CHECK(MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided));
     owns_ = true;
     MEMENTO_CHECK(provided >= MPI_THREAD_FUNNELED, "MPI provides thread level ", provided,
                   ", below MPI_THREAD_FUNNELED");
@@ -155,7 +163,78 @@ MpiCommunicator::MpiCommunicator(MPI_Comm comm, std::string name, Ownership owne
   MPI_CHECK(MPI_Comm_size(comm_, &size_));
 }
 
+// Open MPI's non-blocking MPI_Iallreduce (libnbc) ran 2-3x slower than its tuned blocking
+// MPI_Allreduce on the same bytes (scripts/bench_allreduce.sh). So async all-reduces are blocking
+// calls made in order by one thread per communicator, which overlaps them with backward and keeps
+// the tuned algorithms. Every rank issues them in the same order, as MPI requires.
+class MpiCommunicator::AsyncWorker {
+ public:
+  AsyncWorker() : thread_([this] { loop(); }) {}
+  ~AsyncWorker() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stop_ = true;
+    }
+    ready_.notify_one();
+    thread_.join();
+  }
+  std::future<void> submit(std::function<void()> job) {
+    std::packaged_task<void()> task(std::move(job));
+    std::future<void> done = task.get_future();
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      queue_.push_back(std::move(task));
+    }
+    ready_.notify_one();
+    return done;
+  }
+
+ private:
+  void loop() {
+    for (;;) {
+      std::packaged_task<void()> task;
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        ready_.wait(lock, [this] { return stop_ || !queue_.empty(); });
+        if (queue_.empty()) return;
+        task = std::move(queue_.front());
+        queue_.pop_front();
+      }
+      task();
+    }
+  }
+
+  std::mutex mutex_;
+  std::condition_variable ready_;
+  std::deque<std::packaged_task<void()>> queue_;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
+namespace {
+class FutureWork final : public Work {
+ public:
+  explicit FutureWork(std::future<void> done) : done_(std::move(done)) {}
+  void wait() override {
+    if (done_.valid()) done_.get();
+  }
+  bool test() override {
+    return !done_.valid() || done_.wait_for(std::chrono::seconds(0)) == std::future_status::ready;
+  }
+
+ private:
+  std::future<void> done_;
+};
+
+bool thread_multiple() {
+  int provided = MPI_THREAD_SINGLE;
+  MPI_Query_thread(&provided);
+  return provided >= MPI_THREAD_MULTIPLE;
+}
+}  // namespace
+
 MpiCommunicator::~MpiCommunicator() {
+  worker_.reset();  // finishes queued work before the communicator goes
   // After MPI_Finalize a communicator can no longer be freed (nor needs to be).
   if (ownership_ == Ownership::kOwned && mpi_active()) MPI_CHECK(MPI_Comm_free(&comm_));
 }
@@ -168,6 +247,10 @@ void MpiCommunicator::all_reduce(const TensorView& buffer, ReduceOp op) {
 
 std::unique_ptr<Work> MpiCommunicator::all_reduce_async(const TensorView& buffer, ReduceOp op) {
   if (detail::check_buffer(*this, "all_reduce_async", buffer)) return std::make_unique<DoneWork>();
+  if (thread_multiple()) {
+    if (!worker_) worker_ = std::make_unique<AsyncWorker>();
+    return std::make_unique<FutureWork>(worker_->submit([this, buffer, op] { all_reduce(buffer, op); }));
+  }
   MPI_Request request = MPI_REQUEST_NULL;
   MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, buffer.raw(), count_of(buffer), mpi_type(buffer.dtype()),
                            mpi_op(op), comm_, &request));

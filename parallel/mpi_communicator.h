@@ -90,11 +90,16 @@ class MpiCommunicator final : public Communicator {
   std::unique_ptr<Communicator> split(int color, int key, const std::string& name) override;
 
  private:
+  class AsyncWorker;
+
   MPI_Comm comm_;
   std::string name_;
   Ownership ownership_;
   int rank_ = 0;
   int size_ = 1;
+  // Runs all_reduce_async's blocking MPI_Allreduce calls in order on one thread, started on
+  // first use (only with MPI_THREAD_MULTIPLE; otherwise MPI_Iallreduce).
+  std::unique_ptr<AsyncWorker> worker_;
 };
 
 // The job's world: MPI_COMM_WORLD when MPI is initialised (an MpiSession is alive), a

@@ -18,7 +18,7 @@ namespace {
 using namespace std::chrono_literals;
 using testing::scratch_dir;
 
-std::string write_setup(const std::string& root, int64_t steps) {
+std::string write_setup(const std::string& root, int64_t steps, int64_t every = 4) {
   const std::string text = testing::fortunes_text(150000);
   testing::write_byte_tokens(root + "/train.bin", text.substr(0, 140000));
   testing::write_byte_tokens(root + "/val.bin", text.substr(140000));
@@ -30,7 +30,7 @@ std::string write_setup(const std::string& root, int64_t steps) {
                         << "train: {seq_len: 16, micro_batch: 1, global_batch: 8, steps: " << steps
                         << ", eval_every: 0, threads: 1}\n"
                         << "optim: {lr: 1.0e-2, min_lr: 1.0e-3, warmup_steps: 2}\n"
-                        << "checkpoint: {every: 4, keep: 10}\n";
+                        << "checkpoint: {every: " << every << ", keep: 10}\n";
   return config;
 }
 
@@ -138,6 +138,31 @@ TEST(DistributedCliTest, SigtermSavesACompleteCheckpointAndExitsWithThePreempted
   EXPECT_EQ(info.world, 2);
   EXPECT_GT(info.step, 0);
   EXPECT_LT(info.step, 100000);
+}
+
+TEST(DistributedCliTest, Sigusr1SavesACheckpointAndTrainingContinues) {
+  const std::string root = scratch_dir("dist_sigusr1");
+  const std::string config = write_setup(root, 100000, /*every=*/0);  // no periodic checkpoints
+  const pid_t job = testing::spawn(trainer_args(2, config, root + "/run"), root + "/run.log");
+  ASSERT_TRUE(wait_for_training(root + "/run")) << testing::read_file(root + "/run.log");
+  const std::vector<pid_t> ranks = children_of(job);
+  for (pid_t p : ranks) kill(p, SIGUSR1);
+  std::optional<std::string> saved;
+  for (int i = 0; i < 300 && !saved; ++i) {
+    std::this_thread::sleep_for(100ms);
+    saved = checkpoint::find_latest(root + "/run/checkpoints");
+  }
+  ASSERT_TRUE(saved.has_value()) << "SIGUSR1 produced no checkpoint";
+  const int64_t saved_step = checkpoint::read_checkpoint_info(*saved).step;
+  // Training goes on past the saved step.
+  bool continued = false;
+  for (int i = 0; i < 300 && !continued; ++i) {
+    std::this_thread::sleep_for(100ms);
+    continued = kill(job, 0) == 0 && losses(root + "/run").rbegin()->first > saved_step + 2;
+  }
+  EXPECT_TRUE(continued) << "the job did not keep training after SIGUSR1";
+  for (pid_t p : ranks) kill(p, SIGTERM);
+  EXPECT_EQ(testing::wait_exit_code(job), kExitPreempted);
 }
 
 }  // namespace

@@ -11,7 +11,7 @@
 #include "core/ops/matmul.h"
 #include "core/threads.h"
 #include "launch/signals.h"
-#include "parallel/mpi_communicator.h"
+#include "parallel/self_communicator.h"
 #include "optim/grad_clip.h"
 
 namespace memento {
@@ -82,8 +82,8 @@ void add_flat_range(checkpoint::StateRegistry& registry, const std::string& pref
 
 Trainer::Trainer(Config config, bool resume)
     : config_(std::move(config)),
-      owned_groups_(std::make_unique<parallel::ProcessGroups>(parallel::make_world_communicator(),
-                                                              parallel::ParallelDims{})),
+      owned_groups_(std::make_unique<parallel::ProcessGroups>(
+          std::make_unique<parallel::SelfCommunicator>("world"), parallel::ParallelDims{})),
       groups_(*owned_groups_),
       dp_(groups_.dp()),
       memory_(default_resource(Device::cpu())) {

@@ -23,25 +23,15 @@ constexpr int64_t kKeyTile = 64;
 // Below this many multiply-adds a parallel region costs more than it saves.
 constexpr int64_t kMinParallelWork = 1 << 16;
 
-struct Dims {
-  int64_t B, T, NH, NKV, HS;
-  int64_t group() const { return NH / NKV; }
+struct Dims : detail::HeadDims {
   bool parallel() const { return B * NH * T * (T + 1) / 2 * HS >= kMinParallelWork; }
 };
 
 Dims check_shapes(const TensorView& q, const TensorView& k, const TensorView& v,
                   const TensorView& lse, const char* op) {
-  MEMENTO_EXPECT(q.ndim() == 4, ShapeError, op, ": q must be (B, T, NH, HS), got ",
-                 q.shape().str());
-  MEMENTO_EXPECT(k.ndim() == 4, ShapeError, op, ": k must be (B, T, NKV, HS), got ",
-                 k.shape().str());
-  const Dims d{q.size(0), q.size(1), q.size(2), k.size(2), q.size(3)};
-  MEMENTO_EXPECT(d.NKV > 0 && d.NH % d.NKV == 0, ShapeError, op, ": query heads ", d.NH,
-                 " must be a multiple of kv heads ", d.NKV);
-  expect_shape(k, Shape{d.B, d.T, d.NKV, d.HS}, "attention k");
-  expect_shape(v, Shape{d.B, d.T, d.NKV, d.HS}, "attention v");
+  const Dims d{detail::check_qkv(q, k, v, op)};
   expect_shape(lse, Shape{d.B, d.NH, d.T}, "attention lse");
-  for (const TensorView* t : {&k, &v, &lse}) expect_dtype(*t, q.dtype(), op);
+  expect_dtype(lse, q.dtype(), op);
   return d;
 }
 

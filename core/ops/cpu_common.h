@@ -72,4 +72,30 @@ Head<T> head(const TensorView& x, int64_t b, int64_t h) {
   return {x.data<std::remove_const_t<T>>() + (b * Tn * H + h) * HS, H * HS};
 }
 
+// Head layout shared by the attention ops: q (B, T, NH, HS), k and v (B, T, NKV, HS).
+struct HeadDims {
+  int64_t B, T, NH, NKV, HS;
+  int64_t group() const { return NH / NKV; }  // query heads per key/value head
+};
+
+// Checks q, k, v against that layout (same dtype, NH a multiple of NKV); names `op` on error.
+inline HeadDims check_qkv(const TensorView& q, const TensorView& k, const TensorView& v,
+                          const char* op) {
+  MEMENTO_EXPECT(q.ndim() == 4, ShapeError, op, ": q must be (B, T, NH, HS), got ",
+                 q.shape().str());
+  MEMENTO_EXPECT(k.ndim() == 4, ShapeError, op, ": k must be (B, T, NKV, HS), got ",
+                 k.shape().str());
+  const HeadDims d{q.size(0), q.size(1), q.size(2), k.size(2), q.size(3)};
+  MEMENTO_EXPECT(d.NKV > 0 && d.NH % d.NKV == 0, ShapeError, op, ": query heads ", d.NH,
+                 " must be a multiple of kv heads ", d.NKV);
+  MEMENTO_EXPECT(k.shape() == (Shape{d.B, d.T, d.NKV, d.HS}), ShapeError, op,
+                 ": expected k of shape ", Shape{d.B, d.T, d.NKV, d.HS}.str(), ", got ",
+                 k.shape().str());
+  MEMENTO_EXPECT(v.shape() == (Shape{d.B, d.T, d.NKV, d.HS}), ShapeError, op,
+                 ": expected v of shape ", Shape{d.B, d.T, d.NKV, d.HS}.str(), ", got ",
+                 v.shape().str());
+  for (const TensorView* t : {&k, &v}) expect_dtype(*t, q.dtype(), op);
+  return d;
+}
+
 }  // namespace memento::ops::detail

@@ -17,9 +17,7 @@ using detail::dispatch_float;
 // Below this many multiply-adds a parallel region costs more than it saves.
 constexpr int64_t kMinParallelWork = 1 << 16;
 
-struct Dims {
-  int64_t B, T, NH, NKV, HS;
-  int64_t group() const { return NH / NKV; }
+struct Dims : detail::HeadDims {
   bool parallel(int64_t chunk) const { return B * NH * T * HS * (chunk + HS) >= kMinParallelWork; }
 };
 
@@ -27,17 +25,7 @@ bool given(const TensorView& t) { return t.ndim() != 0; }
 
 Dims check_inputs(const TensorView& q, const TensorView& k, const TensorView& v,
                   std::span<const double> decay, int64_t chunk, const char* op) {
-  MEMENTO_EXPECT(q.ndim() == 4, ShapeError, op, ": q must be (B, T, NH, HS), got ",
-                 q.shape().str());
-  MEMENTO_EXPECT(k.ndim() == 4, ShapeError, op, ": k must be (B, T, NKV, HS), got ",
-                 k.shape().str());
-  const Dims d{q.size(0), q.size(1), q.size(2), k.size(2), q.size(3)};
-  MEMENTO_EXPECT(d.NKV > 0 && d.NH % d.NKV == 0, ShapeError, op, ": query heads ", d.NH,
-                 " must be a multiple of kv heads ", d.NKV);
-  expect_shape(k, Shape{d.B, d.T, d.NKV, d.HS}, "linear attention k");
-  expect_shape(v, Shape{d.B, d.T, d.NKV, d.HS}, "linear attention v");
-  expect_dtype(k, q.dtype(), "linear attention k");
-  expect_dtype(v, q.dtype(), "linear attention v");
+  const Dims d{detail::check_qkv(q, k, v, op)};
   MEMENTO_EXPECT(chunk > 0, ShapeError, op, ": chunk must be positive, got ", chunk);
   MEMENTO_EXPECT(decay.empty() || static_cast<int64_t>(decay.size()) == d.NH, ShapeError, op,
                  ": expected ", d.NH, " decay values (one per query head), got ", decay.size());

@@ -7,8 +7,8 @@
 #   scripts/slurm/local_cluster.sh stop DIR    # cancel the jobs, stop the daemons, wait for them
 #   scripts/slurm/local_cluster.sh status DIR  # the node's state; exit 1 when the cluster is down
 #
-# Everything lives under DIR: configuration (etc/), a fresh munge key and socket (munge/), the
-# controller's state and slurmd's spool (state/), pid files (run/) and logs (log/). `start`
+# Everything lives under DIR: configuration (etc/), a fresh munge key (munge/), the controller's
+# state (state/), munge's socket and slurmd's spool (sock/), pid files (run/) and logs (log/). `start`
 # stops a cluster that a previous start left in DIR and wipes its state, so nothing leaks from
 # one run to the next. Ports are free ones picked at start, so several clusters can coexist.
 #
@@ -32,6 +32,14 @@ dir=$(cd "$2" && pwd)
 timeout=${SLURM_LOCAL_TIMEOUT:-60}
 node=$(hostname -s)
 export SLURM_CONF=$dir/etc/slurm.conf
+# Unix socket paths hold at most 107 bytes, and slurmd's spool and munge's directory hold sockets
+# (stepd.slurm.pmix.<job>.<step>, ...): under a long DIR they live in a short directory in /tmp
+# that DIR/sock links to.
+if [ ${#dir} -le 56 ]; then
+  sock_dir=$dir/sock
+else
+  sock_dir=/tmp/memento-slurm-$(echo "$dir" | cksum | cut -d' ' -f1)
+fi
 
 log() { echo "local_cluster: $*" >&2; }
 
@@ -74,8 +82,9 @@ pick_ports() {
 
 write_config() {
   local cpus=${SLURM_LOCAL_CPUS:-$(nproc)}
-  mkdir -p "$dir"/{etc,munge,state/ctld,state/slurmd,run,log}
-  chmod 755 "$dir/munge"
+  mkdir -p "$dir"/{etc,munge,state/ctld,run,log} "$sock_dir"/{munge,slurmd}
+  [ "$sock_dir" = "$dir/sock" ] || ln -sfn "$sock_dir" "$dir/sock"
+  chmod 755 "$sock_dir" "$sock_dir/munge"
   # A key for this cluster only; munged insists that only its owner can read it.
   head -c 1024 /dev/urandom >"$dir/munge/munge.key"
   chmod 400 "$dir/munge/munge.key"
@@ -90,9 +99,9 @@ SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
 # cred_expire is also how long a requeued job waits before it may start again (default 120 s).
-AuthInfo=socket=$dir/munge/munge.socket,cred_expire=10
+AuthInfo=socket=$sock_dir/munge/munge.socket,cred_expire=10
 StateSaveLocation=$dir/state/ctld
-SlurmdSpoolDir=$dir/state/slurmd
+SlurmdSpoolDir=$sock_dir/slurmd
 SlurmctldPidFile=$dir/run/slurmctld.pid
 SlurmdPidFile=$dir/run/slurmd.pid
 SlurmctldLogFile=$dir/log/slurmctld.log
@@ -149,10 +158,10 @@ start() {
     die "slurmctld, slurmd or munged not found (run scripts/install_deps.sh)"
   [ "$(id -u)" -eq 0 ] || die "the daemons run as root; run as root"
   stop_daemons
-  rm -rf "$dir"/{etc,munge,state,run,log,env.sh}
+  rm -rf "$dir"/{etc,munge,state,run,log,sock,env.sh} "$sock_dir"
   pick_ports
   write_config
-  munged --force --socket="$dir/munge/munge.socket" --key-file="$dir/munge/munge.key" \
+  munged --force --socket="$sock_dir/munge/munge.socket" --key-file="$dir/munge/munge.key" \
     --pid-file="$dir/run/munged.pid" --log-file="$dir/log/munged.log" \
     --seed-file="$dir/munge/munged.seed" ||
     die "munged did not start"
@@ -184,7 +193,7 @@ end_daemon() {
 
 # Job step daemons of this cluster: slurmstepd processes listening on sockets in its spool.
 stepds() {
-  ss -Hxlp 2>/dev/null | grep -F "$dir/state/slurmd/" | grep -o 'pid=[0-9]*' | cut -d= -f2 |
+  ss -Hxlp 2>/dev/null | grep -F "$sock_dir/slurmd/" | grep -o 'pid=[0-9]*' | cut -d= -f2 |
     sort -u
 }
 
@@ -209,6 +218,7 @@ case $action in
   start) start ;;
   stop)
     stop_daemons
+    [ "$sock_dir" = "$dir/sock" ] || rm -rf "$sock_dir"
     log "stopped ($dir)"
     ;;
   status)

@@ -4,6 +4,9 @@
 #include <new>
 
 #include "core/error.h"
+#ifdef MEMENTO_WITH_CUDA
+#include "core/cuda/device_resource.h"
+#endif
 
 namespace memento {
 
@@ -31,6 +34,11 @@ SystemResource g_system;
 MetaResource g_meta;
 MemoryResource* g_default_cpu = &g_system;
 MemoryResource* g_default_meta = &g_meta;
+#ifdef MEMENTO_WITH_CUDA
+// Per-GPU overrides; null means the GPU's caching resource.
+constexpr int kMaxCudaDevices = 16;
+MemoryResource* g_default_cuda[kMaxCudaDevices] = {};
+#endif
 }  // namespace
 
 MemoryResource* default_resource(Device device) {
@@ -39,12 +47,30 @@ MemoryResource* default_resource(Device device) {
     case DeviceKind::kMeta: return g_default_meta;
     case DeviceKind::kCuda: break;
   }
+#ifdef MEMENTO_WITH_CUDA
+  MEMENTO_EXPECT(device.index >= 0 && device.index < kMaxCudaDevices, Error,
+                 "no memory resource for device ", device_name(device));
+  if (MemoryResource* r = g_default_cuda[device.index]) return r;
+  return cuda::caching_device_resource(device.index);
+#else
   throw Error("no memory resource for device " + device_name(device) +
               " (this build has no CUDA backend)");
+#endif
 }
 
 MemoryResource* set_default_resource(Device device, MemoryResource* resource) {
+#ifdef MEMENTO_WITH_CUDA
+  if (device.kind == DeviceKind::kCuda) {
+    MEMENTO_CHECK(device.index >= 0 && device.index < kMaxCudaDevices, "bad CUDA device ",
+                  device.index);
+    MemoryResource* previous = g_default_cuda[device.index];
+    g_default_cuda[device.index] = resource;
+    // Restoring the caching default hands back null, which restores it again.
+    return previous;
+  }
+#else
   MEMENTO_CHECK(device.kind != DeviceKind::kCuda, "no CUDA backend in this build");
+#endif
   MemoryResource*& slot = device.is_meta() ? g_default_meta : g_default_cpu;
   MemoryResource* previous = slot;
   slot = resource;

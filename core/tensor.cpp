@@ -3,6 +3,10 @@
 #include <cstring>
 #include <sstream>
 
+#ifdef MEMENTO_WITH_CUDA
+#include "core/cuda/tensor_copy.h"
+#endif
+
 namespace memento {
 
 Shape::Shape(std::initializer_list<int64_t> dims) {
@@ -110,11 +114,22 @@ void copy(const TensorView& src, const TensorView& dst) {
   MEMENTO_EXPECT(src.numel() == dst.numel(), ShapeError, "copy: ", src.shape().str(), " into ",
                  dst.shape().str());
   if (src.is_meta() || dst.is_meta()) return;
+  if (src.device().kind == DeviceKind::kCuda || dst.device().kind == DeviceKind::kCuda) {
+#ifdef MEMENTO_WITH_CUDA
+    cuda::copy_tensor(src, dst);
+    return;
+#else
+    MEMENTO_CHECK(false, "copy: CUDA tensor in a build without CUDA");
+#endif
+  }
   convert(src.raw(), src.dtype(), dst.raw(), dst.dtype(), static_cast<size_t>(src.numel()));
 }
 
 void fill_zero(const TensorView& t) {
   if (t.is_meta() || t.raw() == nullptr) return;
+#ifdef MEMENTO_WITH_CUDA
+  if (t.device().kind == DeviceKind::kCuda) return cuda::fill_zero_tensor(t);
+#endif
   std::memset(t.raw(), 0, t.bytes());
 }
 

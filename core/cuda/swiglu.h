@@ -1,0 +1,29 @@
+// The SwiGLU gate on CUDA tensors: the GPU twin of core/ops/swiglu.h. h = silu(g) * u with
+// silu(g) = g * sigmoid(g), elementwise, computed in fp32 for bf16 or fp32 tensors.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "core/tensor.h"
+
+namespace memento::ops::cuda {
+
+// g, u, h (..., F), one shape and dtype (bf16|f32).
+void swiglu_forward(const TensorView& g, const TensorView& u, const TensorView& h,
+                    cudaStream_t stream = nullptr);
+
+// dg = dh * u * silu'(g), du = dh * silu(g) (both overwritten); all (..., F), one dtype. Each
+// element is read before it is written, so dg may alias g (or dh) and du may alias u.
+void swiglu_backward(const TensorView& dh, const TensorView& g, const TensorView& u,
+                     const TensorView& dg, const TensorView& du, cudaStream_t stream = nullptr);
+
+// Launchers on raw device pointers (T = float or __nv_bfloat16); they check the launch.
+template <typename T>
+void launch_swiglu_forward(const T* g, const T* u, T* h, int64_t n, cudaStream_t stream);
+template <typename T>
+void launch_swiglu_backward(const T* dh, const T* g, const T* u, T* dg, T* du, int64_t n,
+                            cudaStream_t stream);
+
+}  // namespace memento::ops::cuda

@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# The GPU machine's check, one call (docs: ../shared/device/README.md): configures a Release build
+# for sm_90 in build-gpu, builds the GPU tests, runs them (ctest -L gpu), runs compute-sanitizer
+# memcheck over each GPU test executable, then builds the rest and runs the CPU suite if time
+# allows. Logs go under $OUT (default ./out); a short table is printed last.
+#   usage: bash scripts/gpu_check.sh        env: OUT, JOBS (16), CUDA_ARCH (90), BUDGET_S (270)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-out}
+JOBS=${JOBS:-16}
+CUDA_ARCH=${CUDA_ARCH:-90}
+BUDGET_S=${BUDGET_S:-270}  # the CPU suite starts only when this much time has not passed yet
+# nvcc and compute-sanitizer live in the toolkit's bin/, which may not be on PATH.
+if [ -d /usr/local/cuda/bin ]; then
+  export PATH="$PATH:/usr/local/cuda/bin"
+  export CUDACXX=${CUDACXX:-/usr/local/cuda/bin/nvcc}
+fi
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+start=$(date +%s)
+elapsed() { echo $(( $(date +%s) - start )); }
+log() { echo "[gpu_check $(elapsed)s] $*" | tee -a "$OUT/summary.log"; }
+
+# Carried Debian packages (ISA-L, CBC), when the caller carried them; nothing needs them yet.
+if [ -f .devdeps/unpack-debs.sh ]; then
+  source <(bash .devdeps/unpack-debs.sh .devdeps /opt/devdeps)
+fi
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader \
+  > "$OUT/gpu.txt" 2>&1 || true
+log "device: $(head -1 "$OUT/gpu.txt")"
+
+log "configure"
+if ! cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DMEMENTO_CUDA=ON \
+    -DCMAKE_CUDA_ARCHITECTURES="$CUDA_ARCH" > "$OUT/configure.log" 2>&1; then
+  log "configure FAILED (see configure.log)"; tail -30 "$OUT/configure.log"; exit 1
+fi
+
+gpu_targets=$(ls tests/cuda/*_test.cpp | sed 's|tests/cuda/\(.*\)_test.cpp|test_cuda_\1|')
+log "build GPU tests: $(echo $gpu_targets)"
+if ! cmake --build build-gpu -j "$JOBS" --target $gpu_targets > "$OUT/build_gpu.log" 2>&1; then
+  log "build FAILED (see build_gpu.log)"; grep -m 20 -B2 -A8 "error" "$OUT/build_gpu.log"; exit 1
+fi
+warnings=$(grep -c "warning" "$OUT/build_gpu.log" || true)
+log "build done, $warnings warning lines"
+
+log "ctest -L gpu"
+(cd build-gpu && ctest -L gpu --output-on-failure -V --timeout 300) > "$OUT/ctest_gpu.log" 2>&1
+gpu_rc=$?
+log "ctest -L gpu rc=$gpu_rc"
+
+log "compute-sanitizer memcheck"
+: > "$OUT/memcheck_summary.txt"
+memcheck_rc=0
+for t in $gpu_targets; do
+  # The out-of-memory test provokes a failed allocation on purpose, an API error memcheck reports.
+  compute-sanitizer --tool memcheck --error-exitcode 99 --leak-check no \
+    "build-gpu/tests/$t" --gtest_filter='-*HugeRequest*' > "$OUT/memcheck_$t.log" 2>&1
+  rc=$?
+  [ $rc -ne 0 ] && memcheck_rc=1
+  echo "$t $rc $(grep -m1 'ERROR SUMMARY' "$OUT/memcheck_$t.log" | sed 's/=* *//')" \
+    >> "$OUT/memcheck_summary.txt"
+done
+log "memcheck rc=$memcheck_rc"
+
+cpu_status="not run (over budget)"
+if [ "$(elapsed)" -lt "$BUDGET_S" ]; then
+  log "build everything and run ctest -L cpu"
+  if cmake --build build-gpu -j "$JOBS" > "$OUT/build_all.log" 2>&1; then
+    left=$(( BUDGET_S + 30 - $(elapsed) ))
+    [ $left -lt 30 ] && left=30
+    (cd build-gpu && timeout "$left" ctest -L cpu -j "$JOBS" --output-on-failure --timeout 120) \
+      > "$OUT/ctest_cpu.log" 2>&1
+    rc=$?
+    cpu_status="rc=$rc; $(grep -E 'tests passed|tests failed' "$OUT/ctest_cpu.log" | tail -1)"
+    [ $rc -eq 124 ] && cpu_status="cut off by time (rc=124); see ctest_cpu.log"
+  else
+    cpu_status="build FAILED (see build_all.log)"
+  fi
+fi
+
+{
+  echo
+  echo "== GPU tests ($(head -1 "$OUT/gpu.txt")) =="
+  grep -E "^ *[0-9]+/[0-9]+ Test +#" "$OUT/ctest_gpu.log" |
+    sed -E 's/^ *[0-9]+\/[0-9]+ Test +#[0-9]+: ([^ ]+) \.*[* ]*([A-Za-z]+.*) +[0-9.]+ sec/\1 \2/' |
+    awk '{printf "  %-60s %s\n", $1, $2}'
+  echo "== max relative error per op (bound: bf16 1e-2, fp32 1e-5) =="
+  grep -hE "^([0-9]+: )?\[maxerr\]" "$OUT/ctest_gpu.log" | sed -E 's/^[0-9]+: //' |
+    awk '{ split($2, a, /[\/\[]/); key = a[1]; if (a[2] ~ /^(bf16|f32)$/) key = key "/" a[2];
+           if (!(key in m) || $NF + 0 > m[key] + 0) m[key] = $NF }
+         END { for (k in m) printf "  %-40s %s\n", k, m[k] }' | sort
+  echo "== compute-sanitizer memcheck (exit code, summary) =="
+  sed 's/^/  /' "$OUT/memcheck_summary.txt"
+  echo "== CPU suite: $cpu_status =="
+  echo "== total $(elapsed)s; logs in $OUT =="
+} | tee "$OUT/table.txt"
+[ $gpu_rc -eq 0 ] && [ $memcheck_rc -eq 0 ]

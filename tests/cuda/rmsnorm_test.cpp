@@ -1,0 +1,115 @@
+// Parity of the CUDA RMSNorm with the CPU op over a grid of shapes, in bf16 and fp32.
+#include "core/cuda/rmsnorm.h"
+
+#include <gtest/gtest.h>
+
+#include "core/ops/rmsnorm.h"
+#include "tests/cuda/cuda_testing.h"
+
+namespace memento::testing {
+namespace {
+
+constexpr double kEps = 1e-5;
+
+struct Case {
+  Shape x;  // (..., C)
+  DType dtype;
+};
+
+std::string label(const char* op, const Case& c) {
+  return std::string(op) + "/" + std::string(dtype_name(c.dtype)) + c.x.str();
+}
+
+std::vector<Case> grid() {
+  std::vector<Case> cases;
+  for (DType dtype : {DType::kF32, DType::kBF16})
+    for (const Shape& s : {Shape{1, 1}, Shape{3, 7}, Shape{4, 32}, Shape{2, 5, 33},
+                           Shape{17, 100}, Shape{64, 768}, Shape{300, 1024}, Shape{9, 4099}})
+      cases.push_back({s, dtype});
+  return cases;
+}
+
+class CudaRmsnorm : public CudaTest {};
+
+TEST_F(CudaRmsnorm, ForwardMatchesCpu) {
+  uint64_t seed = 1;
+  for (const Case& c : grid()) {
+    const int64_t C = c.x[-1];
+    const int64_t rows = c.x.numel() / C;
+    const Tensor x = random_gpu(c.x, c.dtype, seed++, 0.5f, 2.f);  // (..., C)
+    const Tensor w = random_gpu(Shape{C}, DType::kF32, seed++, 1.f, 0.2f);  // (C)
+    const Tensor y = Tensor::empty(c.x, c.dtype, kGpu);  // (..., C)
+    const Tensor rstd = Tensor::empty(Shape{rows}, DType::kF32, kGpu);  // (rows)
+    ops::cuda::rmsnorm_forward(x, w, kEps, y, rstd);
+
+    const Tensor y_ref = Tensor::empty(c.x, DType::kF64);
+    const Tensor rstd_ref = Tensor::empty(Shape{rows}, DType::kF64);
+    ops::rmsnorm_forward(to_cpu_f64(x), to_cpu_f64(w), kEps, y_ref, rstd_ref);
+    expect_parity(label("rmsnorm_forward.y", c), y, y_ref, c.dtype);
+    // rstd is fp32 whatever the activations are.
+    expect_parity(label("rmsnorm_forward.rstd", c), rstd, rstd_ref, DType::kF32);
+  }
+}
+
+TEST_F(CudaRmsnorm, BackwardMatchesCpuAndAccumulatesDweight) {
+  uint64_t seed = 100;
+  for (const Case& c : grid()) {
+    const int64_t C = c.x[-1];
+    const int64_t rows = c.x.numel() / C;
+    const Tensor x = random_gpu(c.x, c.dtype, seed++);                        // (..., C)
+    const Tensor dy = random_gpu(c.x, c.dtype, seed++);                       // (..., C)
+    const Tensor w = random_gpu(Shape{C}, DType::kF32, seed++, 1.f, 0.2f);    // (C)
+    const Tensor dw = random_gpu(Shape{C}, DType::kF32, seed++);              // (C), accumulated
+    const Tensor y = Tensor::empty(c.x, c.dtype, kGpu);
+    const Tensor rstd = Tensor::empty(Shape{rows}, DType::kF32, kGpu);
+    ops::cuda::rmsnorm_forward(x, w, kEps, y, rstd);
+
+    // The CPU backward gets the GPU's own rstd so that only the backward is compared.
+    const Tensor dw_ref = to_cpu_f64(dw);
+    const Tensor dx_ref = Tensor::empty(c.x, DType::kF64);
+    ops::rmsnorm_backward(to_cpu_f64(dy), to_cpu_f64(x), to_cpu_f64(w), to_cpu_f64(rstd), dx_ref,
+                          dw_ref);
+    const Tensor dx = Tensor::empty(c.x, c.dtype, kGpu);
+    ops::cuda::rmsnorm_backward(dy, x, w, rstd, dx, dw);
+    expect_parity(label("rmsnorm_backward.dx", c), dx, dx_ref, c.dtype);
+    // dweight is fp32 and sums fp32 products of exactly the values the CPU sees.
+    expect_parity(label("rmsnorm_backward.dweight", c), dw, dw_ref, DType::kF32);
+  }
+}
+
+TEST_F(CudaRmsnorm, DweightIsBitIdenticalAcrossRuns) {
+  const Shape s{1000, 512};
+  const Tensor x = random_gpu(s, DType::kBF16, 7);
+  const Tensor dy = random_gpu(s, DType::kBF16, 8);
+  const Tensor w = random_gpu(Shape{512}, DType::kF32, 9);
+  const Tensor rstd = Tensor::empty(Shape{1000}, DType::kF32, kGpu);
+  const Tensor y = Tensor::empty(s, DType::kBF16, kGpu);
+  const Tensor dx = Tensor::empty(s, DType::kBF16, kGpu);
+  ops::cuda::rmsnorm_forward(x, w, kEps, y, rstd);
+  std::vector<double> first;
+  for (int run = 0; run < 3; ++run) {
+    const Tensor dw = Tensor::zeros(Shape{512}, DType::kF32, kGpu);
+    ops::cuda::rmsnorm_backward(dy, x, w, rstd, dx, dw);
+    if (run == 0) first = values(dw);
+    else EXPECT_EQ(values(dw), first) << "run " << run;
+  }
+}
+
+TEST_F(CudaRmsnorm, RejectsMismatchedShapesAndDtypes) {
+  const Tensor x = random_gpu(Shape{4, 8}, DType::kBF16, 1);
+  const Tensor w = random_gpu(Shape{8}, DType::kF32, 2);
+  const Tensor y = Tensor::empty(Shape{4, 8}, DType::kBF16, kGpu);
+  const Tensor rstd = Tensor::empty(Shape{4}, DType::kF32, kGpu);
+  EXPECT_THROW(ops::cuda::rmsnorm_forward(x, random_gpu(Shape{7}, DType::kF32, 3), kEps, y, rstd),
+               ShapeError);
+  EXPECT_THROW(ops::cuda::rmsnorm_forward(x, random_gpu(Shape{8}, DType::kBF16, 3), kEps, y, rstd),
+               ShapeError);
+  EXPECT_THROW(ops::cuda::rmsnorm_forward(x, w, kEps, Tensor::empty(Shape{4, 8}, DType::kF32, kGpu),
+                                          rstd),
+               ShapeError);
+  EXPECT_THROW(ops::cuda::rmsnorm_forward(x, w, kEps, y, Tensor::empty(Shape{4}, DType::kF32)),
+               ShapeError);
+}
+
+}  // namespace
+}  // namespace memento::testing

@@ -7,7 +7,6 @@ namespace memento::ops::cuda {
 namespace {
 
 using memento::cuda::detail::kWarpSize;
-using memento::cuda::detail::warp_sum;
 
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / kWarpSize;
@@ -34,7 +33,8 @@ __global__ void sum_squares_block_partials(const float* __restrict__ g, int64_t 
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * kThreads)
     acc += g[i] * g[i];
-  const double total = block_sum(static_cast<double>(warp_sum(acc)));
+  // block_sum reduces across lanes itself: summing the warp first counted every value 32 times.
+  const double total = block_sum(static_cast<double>(acc));
   if (threadIdx.x == 0) partial[blockIdx.x] = total;
 }
 

@@ -28,7 +28,8 @@ __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float x) {
 }
 
 // Sum over the 32 lanes, the same butterfly order on every call; every lane gets the result.
-__device__ __forceinline__ float warp_sum(float x) {
+template <typename T>
+__device__ __forceinline__ T warp_sum(T x) {
   for (int offset = kWarpSize / 2; offset > 0; offset /= 2)
     x += __shfl_xor_sync(kFullMask, x, offset);
   return x;

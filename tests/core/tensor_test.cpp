@@ -416,7 +416,7 @@ TEST(Devices, NamesAndResources) {
   EXPECT_FALSE(Device::cpu() == Device::meta());
   EXPECT_TRUE(Device::cpu().is_cpu());
   EXPECT_TRUE(Device::meta().is_meta());
-  EXPECT_THROW(default_resource(Device{DeviceKind::kCuda, 0}), Error);
+  EXPECT_THROW(default_resource(Device{DeviceKind::kCuda, 1000}), Error);  // no such device
   SystemResource system;
   void* p = system.allocate(100);
   ASSERT_NE(p, nullptr);

@@ -71,7 +71,9 @@ TEST_F(CudaRmsnorm, BackwardMatchesCpuAndAccumulatesDweight) {
                           dw_ref);
     const Tensor dx = Tensor::empty(c.x, c.dtype, kGpu);
     ops::cuda::rmsnorm_backward(dy, x, w, rstd, dx, dw);
-    expect_parity(label("rmsnorm_backward.dx", c), dx, dx_ref, c.dtype);
+    // With C = 1, y = x / |x| * w is flat and dx = s dy w (1 - s^2 x^2) is pure cancellation
+    // (about eps / x^2 of its terms): a relative comparison measures rounding noise, not the op.
+    if (C > 1) expect_parity(label("rmsnorm_backward.dx", c), dx, dx_ref, c.dtype);
     // dweight is fp32 and sums fp32 products of exactly the values the CPU sees.
     expect_parity(label("rmsnorm_backward.dweight", c), dw, dw_ref, DType::kF32);
   }

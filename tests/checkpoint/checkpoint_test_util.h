@@ -11,6 +11,7 @@
 #include <cstring>
 #include <exception>
 #include <filesystem>
+#include <fstream>
 #include <limits>
 #include <memory>
 #include <random>
@@ -227,6 +228,30 @@ inline std::vector<std::string> save_on_threads(const std::vector<StateRegistry>
 inline void load_as_ranks(const StateRegistry& into, const std::string& dir, int world,
                           const std::vector<int64_t>& bounds) {
   for (int r = 0; r < world; ++r) load_checkpoint(shard_of(into, bounds, r), dir, r);
+}
+
+// The message of the CheckpointError that `fn` throws; fails the test when it throws none.
+template <typename Fn>
+std::string error_of(Fn&& fn) {
+  try {
+    fn();
+  } catch (const CheckpointError& e) {
+    return e.what();
+  }
+  ADD_FAILURE() << "no CheckpointError thrown";
+  return "";
+}
+
+// Flips bit 4 of the byte at `offset` of `file`, in place.
+inline void flip_byte(const std::string& file, uint64_t offset) {
+  std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
+  ASSERT_TRUE(f.good());
+  f.seekg(static_cast<std::streamoff>(offset));
+  char byte = 0;
+  f.read(&byte, 1);
+  byte = static_cast<char>(byte ^ 0x10);
+  f.seekp(static_cast<std::streamoff>(offset));
+  f.write(&byte, 1);
 }
 
 }  // namespace memento::checkpoint::test_util

@@ -20,36 +20,15 @@
 namespace memento::checkpoint {
 namespace {
 
+using test_util::error_of;
 using test_util::expect_identical;
+using test_util::flip_byte;
 using test_util::ScratchDir;
 using test_util::TensorSpec;
 using test_util::TestState;
 namespace fs = std::filesystem;
 
 std::string rank0(const std::string& dir) { return dir + "/rank_00000.h5"; }
-
-// The message of the CheckpointError that `fn` throws; fails the test when it throws none.
-template <typename Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const CheckpointError& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "no CheckpointError thrown";
-  return "";
-}
-
-void flip_byte(const std::string& file, uint64_t offset) {
-  std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
-  ASSERT_TRUE(f.good());
-  f.seekg(static_cast<std::streamoff>(offset));
-  char byte = 0;
-  f.read(&byte, 1);
-  byte = static_cast<char>(byte ^ 0x10);
-  f.seekp(static_cast<std::streamoff>(offset));
-  f.write(&byte, 1);
-}
 
 uint64_t dataset_offset(const std::string& file, const std::string& name) {
   const hid_t f = H5Fopen(file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);

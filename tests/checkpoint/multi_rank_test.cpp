@@ -22,7 +22,9 @@ namespace memento::checkpoint {
 namespace {
 
 using test_util::even_bounds;
+using test_util::error_of;
 using test_util::expect_identical;
+using test_util::flip_byte;
 using test_util::load_as_ranks;
 using test_util::save_on_threads;
 using test_util::ScratchDir;
@@ -34,28 +36,6 @@ namespace fs = std::filesystem;
 
 std::string rank_file(const std::string& dir, int rank) {
   return join_path(dir, rank_file_name(rank));
-}
-
-template <typename Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const CheckpointError& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "no CheckpointError thrown";
-  return "";
-}
-
-void flip_byte(const std::string& file, uint64_t offset) {
-  std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
-  ASSERT_TRUE(f.good());
-  f.seekg(static_cast<std::streamoff>(offset));
-  char byte = 0;
-  f.read(&byte, 1);
-  byte = static_cast<char>(byte ^ 0x10);
-  f.seekp(static_cast<std::streamoff>(offset));
-  f.write(&byte, 1);
 }
 
 std::vector<StateRegistry> shards(const StateRegistry& full, const std::vector<int64_t>& bounds,

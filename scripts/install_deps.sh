@@ -8,6 +8,11 @@ packages=(
   libopenblas-openmp-dev libhdf5-dev libyaml-cpp-dev libgtest-dev libomp-dev
   libopenmpi-dev openmpi-bin libboost-dev
   fortunes fortunes-min
+  # The one-node Slurm cluster of tests/launch/slurm_test.cpp (scripts/slurm/local_cluster.sh):
+  # srun --mpi=pmix loads libpmix2, the PMIx that Debian's OpenMPI is built against. Where
+  # systemd runs, the packages' default services fail to start for want of /etc/slurm/slurm.conf;
+  # local_cluster.sh starts its own daemons with its own configuration.
+  slurmctld slurmd slurm-client munge libpmix2
 )
 
 missing=()

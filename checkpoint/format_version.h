@@ -8,7 +8,7 @@ namespace memento::checkpoint {
 inline constexpr int kFormatVersion = 1;
 int format_version();
 
-// Stored in every checkpoint for provenance. Keep in step with project(VERSION) in CMakeLists.txt.
-inline constexpr std::string_view kMementoVersion = "0.1.0";
+// Stored in every checkpoint for provenance: project(VERSION) of the top-level CMakeLists.txt.
+inline constexpr std::string_view kMementoVersion = MEMENTO_VERSION;
 
 }  // namespace memento::checkpoint

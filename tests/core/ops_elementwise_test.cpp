@@ -5,6 +5,7 @@
 #include <string>
 
 #include "core/ops/elementwise.h"
+#include "testing/expect_error.h"
 #include "testing/gradcheck.h"
 
 namespace memento {
@@ -12,15 +13,7 @@ namespace {
 
 using testing::random_tensor;
 
-template <typename F>
-void expect_shape_error(F&& f, const std::string& needle) {
-  try {
-    f();
-    ADD_FAILURE() << "expected a ShapeError naming " << needle;
-  } catch (const ShapeError& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
-}
+using testing::expect_shape_error;
 
 template <typename T>
 void check_add_and_scale(DType dtype) {

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "core/ops/rmsnorm.h"
+#include "testing/expect_error.h"
 #include "testing/gradcheck.h"
 
 namespace memento {
@@ -14,15 +15,7 @@ namespace {
 
 using testing::random_tensor;
 
-template <typename F>
-void expect_shape_error(F&& f, const std::string& needle) {
-  try {
-    f();
-    ADD_FAILURE() << "expected a ShapeError naming " << needle;
-  } catch (const ShapeError& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
-}
+using testing::expect_shape_error;
 
 bool same_bits(const TensorView& a, const TensorView& b) {
   return a.bytes() == b.bytes() && std::memcmp(a.raw(), b.raw(), a.bytes()) == 0;

@@ -1,0 +1,27 @@
+// Expects a call to throw ErrorType whose message contains `needle` (a key, file, op or tensor).
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "core/error.h"
+
+namespace memento::testing {
+
+template <typename ErrorType, typename F>
+void expect_error_naming(F&& f, const std::string& needle) {
+  try {
+    f();
+    ADD_FAILURE() << "expected an error naming " << needle;
+  } catch (const ErrorType& e) {
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+  }
+}
+
+template <typename F>
+void expect_shape_error(F&& f, const std::string& needle) {
+  expect_error_naming<ShapeError>(std::forward<F>(f), needle);
+}
+
+}  // namespace memento::testing

@@ -23,19 +23,24 @@ int64_t ParameterSet::padded_numel() const {
   return (declared_end_ + unit - 1) / unit * unit;
 }
 
-void ParameterSet::allocate(DType dtype, Device device, MemoryResource* resource) {
+void ParameterSet::allocate(DType dtype, Device device, MemoryResource* resource,
+                            DType compute_dtype) {
   MEMENTO_CHECK(!allocated(), "parameters allocated twice");
   values_ = Tensor::zeros(Shape{padded_numel()}, dtype, device, resource);
   grads_ = Tensor::zeros(Shape{padded_numel()}, dtype, device, resource);
+  if (compute_dtype != dtype)
+    compute_ = Tensor::zeros(Shape{padded_numel()}, compute_dtype, device, resource);
 }
 
 void ParameterSet::initialize(uint64_t seed) {
   MEMENTO_CHECK(allocated(), "initialize() before allocate()");
   if (device().is_meta()) return;
-  MEMENTO_CHECK(device().is_cpu(), "initialize on the CPU, then copy");
+  // Drawn into host memory; a GPU's buffer receives one copy.
+  const Tensor staging =
+      device().is_cpu() ? values_ : Tensor::zeros(values_.shape(), values_.dtype());
   for (const Entry& e : entries_) {
     const uint64_t stream = stream_id(e.name);
-    const TensorView v = values_.view().flat_range(e.offset, e.shape);
+    const TensorView v = staging.view().flat_range(e.offset, e.shape);
     const int64_t n = e.shape.numel();
     auto fill = [&](auto* p) {
 #pragma omp parallel for schedule(static)
@@ -56,6 +61,12 @@ void ParameterSet::initialize(uint64_t seed) {
       copy(tmp, v);
     }
   }
+  if (!device().is_cpu()) copy(staging, values_);
+  refresh_compute();
+}
+
+void ParameterSet::refresh_compute() {
+  if (compute_.defined() && !device().is_meta()) copy(values_, compute_);
 }
 
 void ParameterSet::zero_grads() { fill_zero(grads_); }
@@ -63,6 +74,11 @@ void ParameterSet::zero_grads() { fill_zero(grads_); }
 TensorView ParameterSet::value(ParamRef ref) const {
   const Entry& e = entries_.at(ref.index);
   return values_.view().flat_range(e.offset, e.shape);
+}
+
+TensorView ParameterSet::compute(ParamRef ref) const {
+  const Entry& e = entries_.at(ref.index);
+  return flat_compute().flat_range(e.offset, e.shape);
 }
 
 TensorView ParameterSet::grad(ParamRef ref) const {

@@ -54,14 +54,31 @@ class ParameterSet {
   void pad_to_multiple_of(int64_t multiple);
 
   // Allocates the value and gradient buffers (gradients zeroed) on `device`.
-  void allocate(DType dtype, Device device = Device::cpu(), MemoryResource* resource = nullptr);
+  void allocate(DType dtype, Device device = Device::cpu(), MemoryResource* resource = nullptr) {
+    allocate(dtype, device, resource, dtype);
+  }
+  // Mixed precision: values (the master weights) and gradients in `dtype`, plus a third flat
+  // buffer with the same layout in `compute_dtype` (e.g. fp32 masters, bf16 compute copies),
+  // which refresh_compute() and the fused optimizer keep equal to the values rounded once.
+  void allocate(DType dtype, Device device, MemoryResource* resource, DType compute_dtype);
   bool allocated() const { return values_.defined(); }
-  // Fills every value from the counter-based RNG keyed by (seed, name, element index).
+  // Fills every value from the counter-based RNG keyed by (seed, name, element index), on the
+  // host (staged and copied for a GPU), then refreshes the compute copy.
   void initialize(uint64_t seed);
   void zero_grads();
+  // Rounds the values into the compute copy (after loading or changing values outside the
+  // optimizer). Nothing to do without a separate compute dtype.
+  void refresh_compute();
 
   TensorView value(ParamRef ref) const;
   TensorView grad(ParamRef ref) const;
+  // The weight layers compute with: the compute copy when there is one, else the value.
+  TensorView compute(ParamRef ref) const;
+  DType compute_dtype() const { return compute_.defined() ? compute_.dtype() : dtype(); }
+  bool has_compute_copy() const { return compute_.defined(); }
+  TensorView flat_compute() const { return compute_.defined() ? compute_.view() : values_.view(); }
+  // Bytes of the values, gradients and compute copy.
+  size_t bytes() const { return values_.bytes() + grads_.bytes() + compute_.bytes(); }
   const std::vector<Entry>& entries() const { return entries_; }
   const Entry* find(const std::string& name) const;  // nullptr when absent
   int64_t numel() const;          // parameters, without alignment padding
@@ -77,6 +94,7 @@ class ParameterSet {
   int64_t multiple_ = 1;
   Tensor values_;  // (padded_numel,)
   Tensor grads_;   // (padded_numel,)
+  Tensor compute_;  // (padded_numel,) in the compute dtype, or undefined
 };
 
 }  // namespace memento

@@ -38,6 +38,7 @@ void visit_model(M& m, V& v) {
     v.field("chunk", m.linear_chunk);
   });
   v.field("dtype", m.dtype);
+  v.field("device", m.device);
 }
 
 template <typename C, typename V>
@@ -82,6 +83,7 @@ void visit_config(C& c, V& v) {
     v.field("dir", c.checkpoint.dir);
     v.field("every", c.checkpoint.every);
     v.field("keep", c.checkpoint.keep);
+    v.field("at_end", c.checkpoint.at_end);
   });
   v.section("memory", [&] {
     v.field("activation_policy", c.memory.activation_policy);
@@ -399,7 +401,7 @@ class Reader {
     try {
       value = dtype_from_name(text);
     } catch (const ConfigError&) {
-      fail(path, node, "expected a dtype name (f32, f64), got " + describe(node));
+      fail(path, node, "expected a dtype name (f32, f64, bf16), got " + describe(node));
     }
   }
 

@@ -73,6 +73,7 @@ struct CheckpointConfig {
   std::string dir;    // resolved by parse_config to <run.out_dir>/checkpoints when empty
   int64_t every = 0;  // steps between checkpoints; 0 = only at the end
   int64_t keep = 2;   // most recent checkpoints kept on disk; at least 1
+  bool at_end = true;  // save when training ends (a stop by SIGTERM always saves)
   void validate() const;
   bool operator==(const CheckpointConfig&) const = default;
 };

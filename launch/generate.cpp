@@ -74,8 +74,11 @@ std::string generate(LlamaModel& model, const BpeTokenizer& tokenizer, const Sam
 
 int run_sample(const SampleArgs& args) {
   const std::string dir = resolve_checkpoint(args.checkpoint);
-  const ModelConfig model_config =
+  ModelConfig model_config =
       parse_model_config(checkpoint::read_string(dir, "meta/config"), dir + "/meta/config");
+  // Sampling runs on the CPU in the master dtype, whatever device the run trained on.
+  model_config.device = "cpu";
+  model_config.dtype = model_config.master_dtype();
   LlamaModel model(model_config);
   model.params().allocate(model_config.dtype);
   checkpoint::StateRegistry registry;

@@ -7,11 +7,16 @@
 #include <sstream>
 
 #include "checkpoint/hdf5_checkpoint.h"
+#include "core/device.h"
 #include "core/log.h"
 #include "core/ops/matmul.h"
 #include "core/threads.h"
+#include "launch/bootstrap.h"
 #include "launch/signals.h"
 #include "parallel/self_communicator.h"
+#ifdef MEMENTO_WITH_CUDA
+#include "parallel/nccl_communicator.h"
+#endif
 #include "optim/grad_clip.h"
 
 namespace memento {
@@ -106,6 +111,11 @@ void Trainer::init(bool resume) {
     budget_scope_ = std::make_unique<ScopedDefaultResource>(budget_.get());
   }
   const int threads = set_num_threads(static_cast<int>(config_.train.threads));
+  if (config_.model.on_cuda()) {
+    device_ = select_cuda_device(read_launch_env().local_rank, "model.device");
+    gpu_memory_ = std::make_unique<TrackingResource>(cuda_device_memory(device_));
+    gpu_scope_ = std::make_unique<ScopedDefaultResource>(gpu_memory_.get());
+  }
   config_.data.validate_for_training();
   resolved_config_ = to_yaml(config_);
   seed_ = static_cast<int64_t>(config_.run.seed);
@@ -128,7 +138,8 @@ void Trainer::init(bool resume) {
   if (zero1) plan_.optimizer_states /= static_cast<size_t>(dp_size);
   MEMENTO_LOG_INFO(format_memory_table(
       plan_, detail::concat("memory plan (per rank, ", dtype_name(config_.model.dtype),
-                            " on cpu, micro-batch ", train.micro_batch, " x ", train.seq_len,
+                            config_.model.dtype == DType::kBF16 ? " mixed precision" : "", " on ",
+                            describe_device(device_), ", micro-batch ", train.micro_batch, " x ", train.seq_len,
                             zero1 ? detail::concat(", optimizer states sharded over ", dp_size,
                                                    " ranks (ZeRO-1)")
                                   : std::string(),
@@ -151,18 +162,26 @@ void Trainer::init(bool resume) {
 
   model_ = std::make_unique<LlamaModel>(config_.model);
   model_->params().pad_to_multiple_of(dp_size);  // equal shards for ZeRO-1 and checkpoints
-  model_->params().allocate(config_.model.dtype);
+  model_->params().allocate(config_.model.master_dtype(), device_, nullptr,
+                            config_.model.compute_dtype());
   model_->params().initialize(config_.run.seed);  // the same on every rank (contract 7)
   const int64_t padded = model_->params().padded_numel();
   const OptimConfig& o = config_.optim;
   optimizer_ = std::make_unique<optim::AdamW>(
       model_->params(), optim::AdamWOptions{o.beta1, o.beta2, o.eps, o.weight_decay},
       zero1 ? parallel::shard_of(padded, dp_size, dp_.rank()) : FlatRange{0, padded});
+  if (dp_size > 1 && !device_.is_cpu()) {
+#ifdef MEMENTO_WITH_CUDA
+    // GPU buffers are reduced by NCCL over the same ranks, on its own stream (overlapping
+    // backward); the MPI group keeps the host-side agreements (loss, signals).
+    gpu_dp_ = parallel::make_nccl_communicator(dp_, "dp");
+#endif
+  }
   if (dp_size > 1) {
     const auto bucket = static_cast<int64_t>(config_.parallel.bucket_mb * 1024 * 1024 /
-                                             static_cast<double>(dtype_size(config_.model.dtype)));
-    reducer_ = std::make_unique<parallel::GradientReducer>(model_->params().flat_grads(), dp_,
-                                                           std::max<int64_t>(1, bucket));
+                                             static_cast<double>(dtype_size(config_.model.master_dtype())));
+    reducer_ = std::make_unique<parallel::GradientReducer>(
+        model_->params().flat_grads(), grad_comm(), std::max<int64_t>(1, bucket));
     MEMENTO_LOG_INFO("data parallel: ", dp_size, " ranks, ", reducer_->buckets().size(),
                      " gradient buckets of up to ", config_.parallel.bucket_mb, " MiB",
                      zero1 ? ", ZeRO-1" : "");
@@ -172,9 +191,12 @@ void Trainer::init(bool resume) {
 
   peak_flops_ = train.peak_tflops > 0 ? train.peak_tflops * 1e12 : measure_peak_flops();
   MEMENTO_LOG_INFO("model: ", model_->params().numel(), " parameters (",
-                   model_->non_embedding_params(), " outside the embedding), ", threads,
-                   " threads, peak ", peak_flops_ / 1e9, " GFLOP/s for MFU",
-                   train.peak_tflops > 0 ? " (configured)" : " (measured fp32 GEMM)");
+                   model_->non_embedding_params(), " outside the embedding) on ",
+                   describe_device(device_), ", ", threads, " threads, peak ", peak_flops_ / 1e9,
+                   " GFLOP/s for MFU",
+                   train.peak_tflops > 0       ? " (configured)"
+                   : device_.is_cpu()          ? " (measured fp32 GEMM)"
+                                               : " (measured bf16 GEMM)");
 
   if (resume) {
     const auto latest = checkpoint::find_latest(config_.checkpoint.dir);
@@ -198,16 +220,27 @@ void Trainer::register_state() {
   const FlatRange all{0, params.padded_numel()};
   const FlatRange mine = parallel::shard_of(all.end, dp_.size(), dp_.rank());
   const FlatRange states = optimizer_->shard();
+  TensorView values = params.flat_values();
+  TensorView exp_avg = optimizer_->exp_avg();
+  TensorView exp_avg_sq = optimizer_->exp_avg_sq();
+  if (!device_.is_cpu()) {
+    // Checkpoints read and write host memory: the GPU's buffers are staged through copies
+    // (copy_state_to_host before a save, copy_state_from_host after a load).
+    host_values_ = Tensor::empty(values.shape(), values.dtype());
+    host_exp_avg_ = Tensor::empty(exp_avg.shape(), exp_avg.dtype());
+    host_exp_avg_sq_ = Tensor::empty(exp_avg_sq.shape(), exp_avg_sq.dtype());
+    values = host_values_;
+    exp_avg = host_exp_avg_;
+    exp_avg_sq = host_exp_avg_sq_;
+  }
   // Saving: each data-parallel rank writes its 1/dp of every buffer, so no byte is written twice.
-  add_flat_range(save_state_, "model/", params, params.flat_values(), 0, mine);
-  add_flat_range(save_state_, "optim/exp_avg/", params, optimizer_->exp_avg(), states.begin, mine);
-  add_flat_range(save_state_, "optim/exp_avg_sq/", params, optimizer_->exp_avg_sq(), states.begin,
-                 mine);
+  add_flat_range(save_state_, "model/", params, values, 0, mine);
+  add_flat_range(save_state_, "optim/exp_avg/", params, exp_avg, states.begin, mine);
+  add_flat_range(save_state_, "optim/exp_avg_sq/", params, exp_avg_sq, states.begin, mine);
   // Loading: everything this rank holds, assembled from however many ranks wrote it.
-  add_flat_range(load_state_, "model/", params, params.flat_values(), 0, all);
-  add_flat_range(load_state_, "optim/exp_avg/", params, optimizer_->exp_avg(), states.begin, states);
-  add_flat_range(load_state_, "optim/exp_avg_sq/", params, optimizer_->exp_avg_sq(), states.begin,
-                 states);
+  add_flat_range(load_state_, "model/", params, values, 0, all);
+  add_flat_range(load_state_, "optim/exp_avg/", params, exp_avg, states.begin, states);
+  add_flat_range(load_state_, "optim/exp_avg_sq/", params, exp_avg_sq, states.begin, states);
   for (checkpoint::StateRegistry* r : {&save_state_, &load_state_}) {
     r->add_int("state/step", &step_);
     r->add_int("state/optimizer_step", &optimizer_->step_count());
@@ -219,10 +252,28 @@ void Trainer::register_state() {
   }
 }
 
+void Trainer::copy_state_to_host() {
+  if (device_.is_cpu()) return;
+  copy(model_->params().flat_values(), host_values_);
+  copy(optimizer_->exp_avg(), host_exp_avg_);
+  copy(optimizer_->exp_avg_sq(), host_exp_avg_sq_);
+}
+
+void Trainer::copy_state_from_host() {
+  if (device_.is_cpu()) return;
+  copy(host_values_, model_->params().flat_values());
+  copy(host_exp_avg_, optimizer_->exp_avg());
+  copy(host_exp_avg_sq_, optimizer_->exp_avg_sq());
+  model_->params().refresh_compute();
+}
+
 void Trainer::restore(const std::string& checkpoint_dir) {
   // Refuse a checkpoint of another model before reading any tensor, naming the keys that differ.
-  const ModelConfig saved = parse_model_config(
+  // The device, and f32 vs bf16 mixed precision (both keep fp32 masters), may change.
+  ModelConfig saved = parse_model_config(
       checkpoint::read_string(checkpoint_dir, "meta/config"), checkpoint_dir + "/meta/config");
+  saved.device = config_.model.device;
+  if (saved.master_dtype() == config_.model.master_dtype()) saved.dtype = config_.model.dtype;
   const auto diffs = diff_model(saved, config_.model);
   if (!diffs.empty()) {
     std::string list;
@@ -233,6 +284,7 @@ void Trainer::restore(const std::string& checkpoint_dir) {
   const std::string config_text = resolved_config_;
   const int64_t saved_world = checkpoint::read_checkpoint_info(checkpoint_dir).world;
   checkpoint::load_checkpoint(load_state_, checkpoint_dir, dp_.rank());
+  copy_state_from_host();
   resolved_config_ = config_text;  // the run continues under its own (possibly edited) config
   data_->set_cursor(DataCursor{data_epoch_, data_index_});
   MEMENTO_LOG_INFO("resumed from ", checkpoint_dir, " at step ", step_, " (data epoch ",
@@ -248,6 +300,7 @@ void Trainer::save() {
   data_epoch_ = cursor.epoch;
   data_index_ = cursor.index;
   const auto start = Clock::now();
+  copy_state_to_host();
   checkpoint::save_checkpoint(save_state_, config_.checkpoint.dir, step_, dp_.rank(), dp_.size(),
                               [this] { dp_.barrier(); });
   if (dp_.rank() == 0)
@@ -262,7 +315,16 @@ Batch Trainer::next_micro_batch(int64_t micro, std::vector<int32_t>& windows) {
   const int64_t B = config_.train.micro_batch, T = config_.train.seq_len;
   const int64_t skip = (micro * dp_.size() + dp_.rank()) * B;
   data_->read_train_samples(data_->cursor(), skip, B, windows.data());
-  return split_windows(windows, B, T);
+  return to_device(split_windows(windows, B, T));
+}
+
+Batch Trainer::to_device(Batch batch) const {
+  if (device_.is_cpu()) return batch;
+  Batch on_device{Tensor::empty(batch.tokens.shape(), DType::kI32, device_),
+                  Tensor::empty(batch.targets.shape(), DType::kI32, device_)};
+  copy(batch.tokens, on_device.tokens);
+  copy(batch.targets, on_device.targets);
+  return on_device;
 }
 
 // One training step: load, forward, backward, reduce, clip, update.
@@ -270,7 +332,7 @@ StepMetrics Trainer::train_step() {
   const TrainConfig& train = config_.train;
   const int64_t T = train.seq_len;
   const auto start = Clock::now();
-  memory_.reset_peak();
+  tracked_memory().reset_peak();
   ops::reset_gemm_stats();
   std::vector<int32_t> windows(static_cast<size_t>(train.micro_batch * (T + 1)));
   // Every micro-batch's loss is scaled so that the summed gradients are those of the global mean.
@@ -307,8 +369,10 @@ StepMetrics Trainer::train_step() {
     // ZeRO-1: each rank updated its shard; gather the others' updates.
     const TensorView values = model_->params().flat_values();
     const FlatRange shard = optimizer_->shard();
-    dp_.all_gather(values.flat_range(shard.begin, Shape{shard.size()}), values);
+    grad_comm().all_gather(values.flat_range(shard.begin, Shape{shard.size()}), values);
+    model_->params().refresh_compute();
   }
+  synchronize(device_);  // the step's time includes the GPU's work
   ++step_;
 
   StepMetrics m;
@@ -321,9 +385,10 @@ StepMetrics Trainer::train_step() {
   m.tokens_per_second = tokens / m.seconds;
   m.mfu = model_->flops_per_token(T) * m.tokens_per_second /
           (peak_flops_ * static_cast<double>(dp_.size()));
-  m.gemm_share = ops::gemm_stats().seconds / m.seconds;
-  m.memory_bytes = memory_.current_bytes();
-  m.peak_bytes = memory_.peak_bytes();
+  // GEMMs on a GPU run asynchronously: their share is not timed there.
+  m.gemm_share = device_.is_cpu() ? ops::gemm_stats().seconds / m.seconds : 0.0;
+  m.memory_bytes = tracked_memory().current_bytes();
+  m.peak_bytes = tracked_memory().peak_bytes();
   return m;
 }
 
@@ -358,7 +423,10 @@ std::vector<StepMetrics> Trainer::run(int64_t stop_at_step) {
     const bool periodic = config_.checkpoint.every > 0 && step_ % config_.checkpoint.every == 0;
     if ((periodic || request.data<int32_t>()[1] != 0) && step_ != last) save();
   }
-  if (run_steps_ > 0 || stop_at_step >= 0) save();
+  // A stop (SIGTERM or stop_at_step) always leaves a checkpoint to resume from; the end of
+  // training leaves one unless checkpoint.at_end is false (benchmarks).
+  const bool stop = stopped_ || stop_at_step >= 0;
+  if ((run_steps_ > 0 || stop_at_step >= 0) && (stop || config_.checkpoint.at_end)) save();
   return history;
 }
 
@@ -369,7 +437,7 @@ double Trainer::evaluate() {
   // The data-parallel ranks split the validation batches between them.
   for (int64_t i = dp_.rank(); i < config_.train.eval_batches; i += dp_.size()) {
     data_->val_batch(i, B, windows.data());
-    const Batch batch = split_windows(windows, B, T);
+    const Batch batch = to_device(split_windows(windows, B, T));
     const ops::CrossEntropyResult r = model_->forward_loss(batch.tokens, batch.targets);
     sums.data<double>()[0] += r.loss_sum;
     sums.data<double>()[1] += static_cast<double>(r.count);
@@ -409,6 +477,23 @@ void Trainer::log(const StepMetrics& m) {
 }
 
 double Trainer::measure_peak_flops() const {
+  if (!device_.is_cpu()) {
+    // The bf16 GEMM rate of this GPU on a large square problem, with data that is not all zeros.
+    constexpr int64_t kN = 8192;
+    constexpr int kRepeats = 10;
+    Tensor host = Tensor::empty(Shape{kN, kN}, DType::kF32);
+    float* h = host.data<float>();
+    for (int64_t i = 0; i < kN * kN; ++i) h[i] = static_cast<float>((i * 7919) % 17 - 8) / 16.0f;
+    const Tensor a = Tensor::empty(Shape{kN, kN}, DType::kBF16, device_);
+    const Tensor c = Tensor::empty(Shape{kN, kN}, DType::kBF16, device_);
+    copy(host, a);
+    ops::matmul(a, false, a, true, c);  // warm-up (and algorithm choice)
+    synchronize(device_);
+    const auto start = Clock::now();
+    for (int i = 0; i < kRepeats; ++i) ops::matmul(a, false, a, true, c);
+    synchronize(device_);
+    return kRepeats * 2.0 * static_cast<double>(kN * kN * kN) / seconds_since(start);
+  }
   // The fp32 GEMM rate this machine sustains: the realistic ceiling for MFU on the CPU.
   constexpr int64_t kN = 512;
   constexpr int kRepeats = 4;

@@ -75,12 +75,25 @@ class Trainer {
   void save();
   void log(const StepMetrics& m);
   double measure_peak_flops() const;
+  // Gradients and ZeRO-1 gathers go over NCCL on a GPU, over the MPI dp group on the CPU.
+  parallel::Communicator& grad_comm() { return gpu_dp_ ? *gpu_dp_ : dp_; }
+  TrackingResource& tracked_memory() { return gpu_memory_ ? *gpu_memory_ : memory_; }
+  Batch to_device(Batch batch) const;
+  void copy_state_to_host();
+  void copy_state_from_host();
 
   Config config_;
   std::unique_ptr<parallel::ProcessGroups> owned_groups_;  // single-process runs only
   parallel::ProcessGroups& groups_;
   parallel::Communicator& dp_;  // this rank's data-parallel group
   TrackingResource memory_;  // every CPU allocation of the run goes through it
+  Device device_ = Device::cpu();  // where the model computes
+  std::unique_ptr<TrackingResource> gpu_memory_;  // every GPU allocation, when on a GPU
+  std::unique_ptr<ScopedDefaultResource> gpu_scope_;
+  std::unique_ptr<parallel::Communicator> gpu_dp_;  // NCCL over the dp group, on a GPU with dp > 1
+  // Host copies of the GPU's values and optimizer states for checkpoints (undefined on the CPU,
+  // where the checkpoint reads the buffers themselves).
+  Tensor host_values_, host_exp_avg_, host_exp_avg_sq_;
   std::unique_ptr<ScopedDefaultResource> memory_scope_;
   std::unique_ptr<LimitResource> budget_;
   std::unique_ptr<ScopedDefaultResource> budget_scope_;

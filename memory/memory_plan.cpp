@@ -14,10 +14,13 @@ MemoryPlan plan_memory(const ModelConfig& model_config, int64_t micro_batch, int
   ScopedDefaultResource scope(&tracking);
 
   LlamaModel model(model_config);
-  model.params().allocate(model_config.dtype, Device::meta());
+  model.params().allocate(model_config.master_dtype(), Device::meta(), nullptr,
+                          model_config.compute_dtype());
   MemoryPlan plan;
   plan.parameter_count = model.params().numel();
-  plan.parameters = model.params().flat_values().bytes();
+  // Master values plus, with mixed precision, their compute-precision copy.
+  plan.parameters = model.params().flat_values().bytes() +
+                    (model.params().has_compute_copy() ? model.params().flat_compute().bytes() : 0);
   plan.gradients = model.params().flat_grads().bytes();
   plan.optimizer_states =
       static_cast<size_t>(model.params().padded_numel()) * optimizer_bytes_per_param;

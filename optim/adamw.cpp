@@ -3,6 +3,10 @@
 #include <algorithm>
 #include <cmath>
 
+#ifdef MEMENTO_WITH_CUDA
+#include "core/cuda/adamw.h"
+#endif
+
 namespace memento::optim {
 namespace {
 
@@ -37,6 +41,9 @@ AdamW::AdamW(const ParameterSet& params, AdamWOptions options, FlatRange shard)
 void AdamW::step(ParameterSet& params, double lr) {
   ++step_;
   if (params.device().is_meta()) return;
+#ifdef MEMENTO_WITH_CUDA
+  if (params.device().kind == DeviceKind::kCuda) return step_cuda(params, lr);
+#endif
   const double bias1 = 1.0 - std::pow(options_.beta1, static_cast<double>(step_));
   const double bias2 = 1.0 - std::pow(options_.beta2, static_cast<double>(step_));
   for (const auto& e : params.entries()) {
@@ -58,5 +65,47 @@ void AdamW::step(ParameterSet& params, double lr) {
     }
   }
 }
+
+#ifdef MEMENTO_WITH_CUDA
+// On the GPU the shard is cut into maximal runs of parameters with the same weight decay (the
+// alignment padding between them is zero and stays zero), one fused kernel per run, which also
+// writes the bf16 compute copy when the parameters have one.
+void AdamW::step_cuda(ParameterSet& params, double lr) {
+  MEMENTO_CHECK(params.dtype() == DType::kF32, "AdamW on the GPU: parameters are ",
+                dtype_name(params.dtype()), ", expected f32 masters");
+  const bool bf16_copy = params.has_compute_copy();
+  MEMENTO_CHECK(!bf16_copy || params.compute_dtype() == DType::kBF16,
+                "AdamW on the GPU: compute copy is ", dtype_name(params.compute_dtype()),
+                ", expected bf16");
+  auto update = [&](int64_t begin, int64_t end, bool decay) {
+    begin = std::max(begin, shard_.begin);
+    end = std::min(end, shard_.end);
+    if (begin >= end) return;
+    const Shape shape{end - begin};
+    const int64_t s = begin - shard_.begin;
+    ops::cuda::AdamWHyper h;
+    h.lr = lr;
+    h.beta1 = options_.beta1;
+    h.beta2 = options_.beta2;
+    h.eps = options_.eps;
+    h.weight_decay = decay ? options_.weight_decay : 0.0;
+    h.step = step_;
+    ops::cuda::adamw_step(params.flat_values().flat_range(begin, shape),
+                          params.flat_grads().flat_range(begin, shape),
+                          exp_avg_.view().flat_range(s, shape),
+                          exp_avg_sq_.view().flat_range(s, shape),
+                          bf16_copy ? params.flat_compute().flat_range(begin, shape) : TensorView(),
+                          h);
+  };
+  const auto& entries = params.entries();
+  size_t first = 0;
+  for (size_t i = 1; i <= entries.size(); ++i) {
+    if (i < entries.size() && entries[i].weight_decay == entries[first].weight_decay) continue;
+    update(entries[first].offset, i < entries.size() ? entries[i].offset : params.padded_numel(),
+           entries[first].weight_decay);
+    first = i;
+  }
+}
+#endif
 
 }  // namespace memento::optim

@@ -35,6 +35,9 @@ class AdamW {
   AdamWOptions options_;
   FlatRange shard_;
   int64_t step_ = 0;
+#ifdef MEMENTO_WITH_CUDA
+  void step_cuda(ParameterSet& params, double lr);
+#endif
   Tensor exp_avg_;     // (shard.size(),)
   Tensor exp_avg_sq_;  // (shard.size(),)
 };

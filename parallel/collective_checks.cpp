@@ -6,7 +6,6 @@
 #include "core/error.h"
 
 namespace memento::parallel::detail {
-namespace {
 
 std::string where(const Communicator& comm, const char* op) {
   return ::memento::detail::concat(op, " on '", comm.name(), "' (", comm.size(),
@@ -19,14 +18,21 @@ bool overlaps(const TensorView& a, const TensorView& b) {
   return a0 < b0 + b.bytes() && b0 < a0 + a.bytes();
 }
 
-bool check_pair(const Communicator& comm, const char* op, const TensorView& input,
-                const TensorView& output) {
-  const bool meta = check_buffer(comm, op, input);
-  check_buffer(comm, op, output);
+void check_same_dtype_and_device(const Communicator& comm, const char* op, const TensorView& input,
+                                 const TensorView& output) {
   MEMENTO_EXPECT(input.dtype() == output.dtype(), ShapeError, where(comm, op), ": input is ",
                  dtype_name(input.dtype()), " but output is ", dtype_name(output.dtype()));
   MEMENTO_EXPECT(input.device() == output.device(), ShapeError, where(comm, op), ": input is on ",
                  device_name(input.device()), " but output is on ", device_name(output.device()));
+}
+
+namespace {
+
+bool check_pair(const Communicator& comm, const char* op, const TensorView& input,
+                const TensorView& output) {
+  const bool meta = check_buffer(comm, op, input);
+  check_buffer(comm, op, output);
+  check_same_dtype_and_device(comm, op, input, output);
   return meta;
 }
 

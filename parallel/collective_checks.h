@@ -2,6 +2,8 @@
 // calls with the same ShapeError messages ("all_gather on 'dp' (4 ranks): ...").
 #pragma once
 
+#include <string>
+
 #include "core/tensor.h"
 #include "parallel/communicator.h"
 
@@ -20,6 +22,13 @@ bool check_all_gather(const Communicator& comm, const TensorView& input, const T
 // Throws ShapeError unless 0 <= peer < comm.size(); `what` is "root" or "peer".
 void check_peer(const Communicator& comm, const char* op, const char* what, int peer);
 
+// "all_gather on 'dp' (4 ranks)": how every message names the call.
+std::string where(const Communicator& comm, const char* op);
+// True when the bytes of a and b overlap.
+bool overlaps(const TensorView& a, const TensorView& b);
+// Throws ShapeError unless input and output have one dtype and one device.
+void check_same_dtype_and_device(const Communicator& comm, const char* op, const TensorView& input,
+                                 const TensorView& output);
 // True when `part` starts at element chunk·part.numel() of `whole`, of the same dtype.
 bool is_chunk_of(const TensorView& part, const TensorView& whole, int chunk);
 

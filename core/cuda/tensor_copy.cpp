@@ -3,6 +3,7 @@
 #include <cuda_runtime_api.h>
 
 #include "core/cuda/check.h"
+#include "core/cuda/elementwise.h"
 
 namespace memento::cuda {
 namespace {
@@ -20,6 +21,14 @@ void copy_tensor(const TensorView& src, const TensorView& dst) {
   if (src.numel() == 0) return;
   if (src.dtype() == dst.dtype()) {
     CUDA_CHECK(cudaMemcpy(dst.raw(), src.raw(), src.bytes(), cudaMemcpyDefault));
+    return;
+  }
+  const bool f32_bf16 = (src.dtype() == DType::kF32 || src.dtype() == DType::kBF16) &&
+                        (dst.dtype() == DType::kF32 || dst.dtype() == DType::kBF16);
+  if (on_gpu(src) && on_gpu(dst) && src.device() == dst.device() && f32_bf16) {
+    // On the device (the compute copy of the parameters), then wait: copies are synchronous.
+    ops::cuda::convert(src.reshape(dst.shape()), dst);
+    CUDA_CHECK(cudaStreamSynchronize(nullptr));
     return;
   }
   const Tensor src_host = on_gpu(src) ? to_host(src) : Tensor();

@@ -7,7 +7,8 @@
 
 namespace memento::cuda {
 
-// Same dtype: one cudaMemcpy (host<->device or device<->device). Different dtypes: the bytes are
+// Same dtype: one cudaMemcpy (host<->device or device<->device). f32 <-> bf16 on one GPU: a
+// conversion kernel. Other different dtypes: the bytes are
 // staged through host memory and converted there by memento::convert.
 void copy_tensor(const TensorView& src, const TensorView& dst);
 void fill_zero_tensor(const TensorView& t);

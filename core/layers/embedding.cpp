@@ -14,7 +14,7 @@ Embedding::Embedding(ParameterSet& params, const std::string& name, int64_t V, i
 Tensor Embedding::forward(LayerContext& ctx, const Tensor& tokens) {
   MEMENTO_EXPECT(tokens.shape().ndim() == 2, ShapeError, "Embedding ", name_,
                  ": tokens: expected (B, T), got ", tokens.shape().str());
-  const TensorView weight = ctx.params.value(weight_);  // (V, C)
+  const TensorView weight = ctx.params.compute(weight_);  // (V, C), compute precision
   const Device device = tokens.device().is_meta() ? Device::meta() : weight.device();
   Tensor out = Tensor::empty(Shape{tokens.size(0), tokens.size(1), C_}, weight.dtype(), device);
   ops::embedding_forward(tokens, weight, out);  // (B, T, C)

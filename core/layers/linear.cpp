@@ -14,7 +14,7 @@ Linear::Linear(ParameterSet& params, const std::string& name, int64_t in, int64_
 Tensor Linear::forward(LayerContext& ctx, const Tensor& x) {
   MEMENTO_EXPECT(x.shape().ndim() >= 1 && x.size(-1) == in_, ShapeError, "Linear ", name_,
                  ": x: expected (..., ", in_, "), got ", x.shape().str());
-  const TensorView weight = ctx.params.value(weight_);  // (out, in)
+  const TensorView weight = ctx.params.compute(weight_);  // (out, in)
   const Device device = weight.is_meta() ? Device::meta() : x.device();
   Tensor y = Tensor::empty(x.shape().with_dim(-1, out_), x.dtype(), device);  // (..., out)
   ops::matmul(x, false, weight, true, y);  // y = x W^T; skipped when y is kMeta
@@ -26,7 +26,7 @@ Tensor Linear::backward(LayerContext& ctx, const Tensor& dy) {
   MEMENTO_EXPECT(dy.shape().ndim() >= 1 && dy.size(-1) == out_, ShapeError, "Linear ", name_,
                  ": dy: expected (..., ", out_, "), got ", dy.shape().str());
   const Tensor x = ctx.store.take(name_ + "/x");        // (..., in)
-  const TensorView weight = ctx.params.value(weight_);  // (out, in)
+  const TensorView weight = ctx.params.compute(weight_);  // (out, in)
   const TensorView dweight = ctx.params.grad(weight_);  // (out, in)
   const bool meta = dy.device().is_meta() || x.device().is_meta() || weight.is_meta();
   Tensor dx = Tensor::empty(x.shape(), x.dtype(), meta ? Device::meta() : dy.device());

@@ -2,6 +2,7 @@
 
 #include <vector>
 
+#include "core/ops/dispatch.h"
 #include "core/ops/elementwise.h"
 #include "core/ops/linear_attention.h"
 #include "core/ops/rmsnorm.h"
@@ -49,7 +50,7 @@ Tensor LinearAttention::forward(LayerContext& ctx, const Tensor& x) {
   Tensor y;  // (B, T, C)
   if (options_.output_norm) {
     const Tensor normed = Tensor::empty(att.shape(), att.dtype(), att.device());  // (B, T, NH, HS)
-    const Tensor rstd = Tensor::empty({B * T * NH}, att.dtype(), att.device());   // (B*T*NH)
+    const Tensor rstd = Tensor::empty({B * T * NH}, ops::stat_dtype(att.dtype()), att.device());   // (B*T*NH)
     ops::rmsnorm_forward(att, ctx.params.value(o_norm_), kOutputNormEps, normed, rstd);
     LayerContext no_save{ctx.params, ctx.store, false};
     y = o_proj_.forward(no_save, normed.reshape({B, T, NH * HS}));
@@ -75,7 +76,7 @@ Tensor LinearAttention::backward(LayerContext& ctx, const Tensor& dy) {
     const Tensor att = ctx.store.take(name_ + "/att");  // (B, T, NH, HS)
     const TensorView weight = ctx.params.value(o_norm_);
     const Tensor normed = Tensor::empty(att.shape(), att.dtype(), att.device());
-    const Tensor rstd = Tensor::empty({B * T * NH}, att.dtype(), att.device());
+    const Tensor rstd = Tensor::empty({B * T * NH}, ops::stat_dtype(att.dtype()), att.device());
     ops::rmsnorm_forward(att, weight, kOutputNormEps, normed, rstd);
     // Hand the rebuilt input to o_proj under the key its forward would have used.
     ctx.store.save(name_ + ".o_proj/x", normed.reshape({B, T, NH * HS}));

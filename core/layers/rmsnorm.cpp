@@ -1,5 +1,6 @@
 #include "core/layers/rmsnorm.h"
 
+#include "core/ops/dispatch.h"
 #include "core/ops/rmsnorm.h"
 
 namespace memento {
@@ -18,7 +19,7 @@ Tensor RMSNorm::forward(LayerContext& ctx, const Tensor& x) {
   const TensorView weight = ctx.params.value(weight_);  // (C)
   const Device device = weight.is_meta() ? Device::meta() : x.device();
   Tensor y = Tensor::empty(x.shape(), x.dtype(), device);                 // (..., C)
-  Tensor rstd = Tensor::empty(Shape{x.numel() / C_}, x.dtype(), device);  // (rows)
+  Tensor rstd = Tensor::empty(Shape{x.numel() / C_}, ops::stat_dtype(x.dtype()), device);  // (rows)
   ops::rmsnorm_forward(x, weight, eps_, y, rstd);
   if (ctx.training) {
     ctx.store.save(name_ + "/x", x);

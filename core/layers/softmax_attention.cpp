@@ -1,6 +1,7 @@
 #include "core/layers/softmax_attention.h"
 
 #include "core/ops/attention.h"
+#include "core/ops/dispatch.h"
 #include "core/ops/elementwise.h"
 #include "core/ops/rope.h"
 
@@ -28,11 +29,11 @@ Tensor SoftmaxAttention::forward(LayerContext& ctx, const Tensor& x) {
   const Tensor q = q_proj_.forward(ctx, x).reshape({B, T, NH, HS});   // (B, T, NH, HS)
   const Tensor k = k_proj_.forward(ctx, x).reshape({B, T, NKV, HS});  // (B, T, NKV, HS)
   const Tensor v = v_proj_.forward(ctx, x).reshape({B, T, NKV, HS});  // (B, T, NKV, HS)
-  const ops::RopeTable rope = ops::rope_table(T, HS, rope_theta_, q.dtype(), q.device());
+  const ops::RopeTable rope = ops::rope_table(T, HS, rope_theta_, ops::stat_dtype(q.dtype()), q.device());
   ops::rope_(q, rope);
   ops::rope_(k, rope);
   const Tensor att = Tensor::empty(q.shape(), q.dtype(), q.device());   // (B, T, NH, HS)
-  const Tensor lse = Tensor::empty({B, NH, T}, q.dtype(), q.device());  // (B, NH, T)
+  const Tensor lse = Tensor::empty({B, NH, T}, ops::stat_dtype(q.dtype()), q.device());  // (B, NH, T)
   ops::attention_forward(q, k, v, att, lse);
   // o_proj saves att under its own key; the store counts the shared storage once.
   Tensor y = o_proj_.forward(ctx, att.reshape({B, T, NH * HS}));  // (B, T, C)
@@ -59,7 +60,7 @@ Tensor SoftmaxAttention::backward(LayerContext& ctx, const Tensor& dy) {
   const Tensor dk = Tensor::empty(k.shape(), k.dtype(), device);  // (B, T, NKV, HS)
   const Tensor dv = Tensor::empty(v.shape(), v.dtype(), device);  // (B, T, NKV, HS)
   ops::attention_backward(q, k, v, att, lse, datt, dq, dk, dv);
-  const ops::RopeTable rope = ops::rope_table(T, HS, rope_theta_, q.dtype(), device);
+  const ops::RopeTable rope = ops::rope_table(T, HS, rope_theta_, ops::stat_dtype(q.dtype()), device);
   ops::rope_backward_(dq, rope);
   ops::rope_backward_(dk, rope);
   Tensor dx = q_proj_.backward(ctx, dq.reshape({B, T, NH * HS}));  // (B, T, C)

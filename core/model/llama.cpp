@@ -87,7 +87,7 @@ LlamaModel::~LlamaModel() = default;
 Tensor LlamaModel::lm_head_forward(LayerContext& ctx, const Tensor& x) {
   if (lm_head_) return lm_head_->forward(ctx, x);
   // Tied: logits = x E^T with the embedding table E (V, C).
-  const TensorView E = params_.value(embed_->weight());
+  const TensorView E = params_.compute(embed_->weight());
   Tensor logits = Tensor::empty(Shape{x.size(0), x.size(1), config_.vocab_size}, x.dtype(),
                                 x.device());
   ops::matmul(x, false, E, true, logits);
@@ -100,7 +100,7 @@ Tensor LlamaModel::lm_head_backward(LayerContext& ctx, const Tensor& dlogits) {
   const Tensor x = ctx.store.take("lm_head/x");
   ops::matmul(dlogits, true, x, false, params_.grad(embed_->weight()), 1.0, 1.0);
   Tensor dx = Tensor::empty_like(x);
-  ops::matmul(dlogits, false, params_.value(embed_->weight()), false, dx);
+  ops::matmul(dlogits, false, params_.compute(embed_->weight()), false, dx);
   return dx;
 }
 

@@ -31,8 +31,17 @@ void ModelConfig::validate(const std::string& prefix) const {
   MEMENTO_EXPECT(rope_theta > 0, ConfigError, "config: ", prefix, ".rope_theta: must be positive");
   MEMENTO_EXPECT(norm_eps > 0, ConfigError, "config: ", prefix, ".norm_eps: must be positive");
   MEMENTO_EXPECT(init_std > 0, ConfigError, "config: ", prefix, ".init_std: must be positive");
-  MEMENTO_EXPECT(dtype == DType::kF32 || dtype == DType::kF64, ConfigError, "config: ", prefix,
-                 ".dtype: the CPU backend computes in f32 or f64, got ", dtype_name(dtype));
+  MEMENTO_EXPECT(device == "cpu" || device == "cuda", ConfigError, "config: ", prefix,
+                 ".device: expected cpu or cuda, got '", device, "'");
+  if (on_cuda()) {
+    MEMENTO_EXPECT(dtype == DType::kF32 || dtype == DType::kBF16, ConfigError, "config: ", prefix,
+                   ".dtype: the CUDA backend computes in bf16 (mixed precision) or f32, got ",
+                   dtype_name(dtype));
+  } else {
+    MEMENTO_EXPECT(dtype == DType::kF32 || dtype == DType::kF64, ConfigError, "config: ", prefix,
+                   ".dtype: the CPU backend computes in f32 or f64, got ", dtype_name(dtype),
+                   dtype == DType::kBF16 ? " (bf16 mixed precision needs model.device: cuda)" : "");
+  }
 }
 
 }  // namespace memento

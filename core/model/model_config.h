@@ -30,7 +30,15 @@ struct ModelConfig {
   bool linear_decay = true;        // fixed per-head decay in linear-attention layers
   bool linear_output_norm = true;  // per-head RMSNorm of the linear-attention output
   int64_t linear_chunk = 64;       // chunk length of the chunked linear-attention form
-  DType dtype = DType::kF32;       // parameters and activations on the CPU: f32 (or f64)
+  // f32 or f64: parameters and activations in that dtype (the CPU backend, or f32 on a GPU).
+  // bf16 (GPU only): mixed precision, fp32 master weights, gradients and optimizer states,
+  // bf16 weight copies and activations, fp32 accumulation.
+  DType dtype = DType::kF32;
+  std::string device = "cpu";  // cpu or cuda (each rank takes GPU local_rank % device count)
+
+  bool on_cuda() const { return device == "cuda"; }
+  DType master_dtype() const { return dtype == DType::kBF16 ? DType::kF32 : dtype; }
+  DType compute_dtype() const { return dtype; }
 
   int64_t head_size() const { return dim / n_heads; }  // HS
   AttentionKind layer_kind(int64_t layer) const {

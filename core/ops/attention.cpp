@@ -7,6 +7,10 @@
 #include <vector>
 
 #include "core/ops/cpu_common.h"
+#include "core/ops/dispatch.h"
+#ifdef MEMENTO_WITH_CUDA
+#include "core/cuda/attention.h"
+#endif
 
 namespace memento::ops {
 namespace {
@@ -249,6 +253,7 @@ void backward_dkv_kernel(const TensorView& q, const TensorView& k, const TensorV
 
 void attention_forward(const TensorView& q, const TensorView& k, const TensorView& v,
                        const TensorView& out, const TensorView& lse) {
+  MEMENTO_CUDA_DISPATCH(q, cuda::attention_forward(q, k, v, out, lse));
   const Dims dm = check_shapes(q, k, v, lse, "attention_forward");
   expect_shape(out, q.shape(), "attention_forward out");
   expect_dtype(out, q.dtype(), "attention_forward out");
@@ -260,6 +265,7 @@ void attention_forward(const TensorView& q, const TensorView& k, const TensorVie
 void attention_backward(const TensorView& q, const TensorView& k, const TensorView& v,
                         const TensorView& out, const TensorView& lse, const TensorView& dout,
                         const TensorView& dq, const TensorView& dk, const TensorView& dv) {
+  MEMENTO_CUDA_DISPATCH(q, cuda::attention_backward(q, k, v, out, lse, dout, dq, dk, dv));
   const Dims dm = check_shapes(q, k, v, lse, "attention_backward");
   for (const TensorView* t : {&out, &dout, &dq}) {
     expect_shape(*t, q.shape(), "attention_backward out/dout/dq");

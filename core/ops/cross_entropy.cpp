@@ -5,6 +5,10 @@
 #include <cmath>
 
 #include "core/ops/cpu_common.h"
+#include "core/ops/dispatch.h"
+#ifdef MEMENTO_WITH_CUDA
+#include "core/cuda/cross_entropy.h"
+#endif
 
 namespace memento::ops {
 namespace {
@@ -69,6 +73,8 @@ double loss_blocks(const TensorView& logits, const int32_t* targets, const Tenso
 
 CrossEntropyResult cross_entropy(const TensorView& logits, const TensorView& targets,
                                  const TensorView& dlogits, double grad_scale) {
+  MEMENTO_CUDA_DISPATCH_OR(logits, cuda::cross_entropy(logits, targets, dlogits, grad_scale),
+                           CrossEntropyResult{});
   MEMENTO_EXPECT(logits.ndim() == 2, ShapeError, "cross_entropy: logits: expected (N, V), got ",
                  logits.shape().str());
   const int64_t N = logits.size(0), V = logits.size(1);

@@ -3,6 +3,10 @@
 #include <array>
 
 #include "core/ops/cpu_common.h"
+#include "core/ops/dispatch.h"
+#ifdef MEMENTO_WITH_CUDA
+#include "core/cuda/elementwise.h"
+#endif
 
 namespace memento::ops {
 
@@ -10,6 +14,7 @@ using detail::any_meta;
 using detail::dispatch_float;
 
 void add_(const TensorView& acc, const TensorView& x) {
+  MEMENTO_CUDA_DISPATCH(acc, cuda::add_(acc, x));
   expect_shape(x, acc.shape(), "add_: x");
   expect_dtype(x, acc.dtype(), "add_: x");
   if (any_meta({acc, x})) return;
@@ -24,6 +29,7 @@ void add_(const TensorView& acc, const TensorView& x) {
 }
 
 void scale_(const TensorView& x, double alpha) {
+  MEMENTO_CUDA_DISPATCH(x, cuda::scale_(x, alpha));
   if (x.is_meta()) return;
   dispatch_float(x.dtype(), "scale_", "x", [&](auto zero) {
     using T = decltype(zero);
@@ -36,6 +42,7 @@ void scale_(const TensorView& x, double alpha) {
 }
 
 double sum_of_squares(const TensorView& x) {
+  MEMENTO_CUDA_DISPATCH_OR(x, cuda::sum_of_squares(x), 0.0);
   return dispatch_float(x.dtype(), "sum_of_squares", "x", [&](auto zero) -> double {
     using T = decltype(zero);
     if (x.is_meta()) return 0.0;

@@ -4,6 +4,10 @@
 #include <cstring>
 
 #include "core/ops/cpu_common.h"
+#include "core/ops/dispatch.h"
+#ifdef MEMENTO_WITH_CUDA
+#include "core/cuda/embedding.h"
+#endif
 
 namespace memento::ops {
 namespace {
@@ -42,6 +46,7 @@ void check_ids(const TensorView& tokens, int64_t V) {
 }  // namespace
 
 void embedding_forward(const TensorView& tokens, const TensorView& weight, const TensorView& out) {
+  MEMENTO_CUDA_DISPATCH(weight, cuda::embedding_forward(tokens, weight, out));
   check_shapes("embedding_forward", tokens, weight, out, "weight", "out");
   check_ids(tokens, weight.size(0));
   dispatch_float(weight.dtype(), "embedding_forward", "weight", [&](auto zero) {
@@ -59,6 +64,7 @@ void embedding_forward(const TensorView& tokens, const TensorView& weight, const
 
 void embedding_backward(const TensorView& tokens, const TensorView& dout,
                         const TensorView& dweight) {
+  MEMENTO_CUDA_DISPATCH(dout, cuda::embedding_backward(tokens, dout, dweight));
   check_shapes("embedding_backward", tokens, dweight, dout, "dweight", "dout");
   check_ids(tokens, dweight.size(0));
   dispatch_float(dweight.dtype(), "embedding_backward", "dweight", [&](auto zero) {

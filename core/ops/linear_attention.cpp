@@ -5,6 +5,10 @@
 #include <type_traits>
 
 #include "core/ops/cpu_common.h"
+#include "core/ops/dispatch.h"
+#ifdef MEMENTO_WITH_CUDA
+#include "core/cuda/linear_attention.h"
+#endif
 
 namespace memento::ops {
 namespace {
@@ -242,6 +246,7 @@ DType linear_attention_state_dtype(DType activations) {
 void linear_attention_forward(const TensorView& q, const TensorView& k, const TensorView& v,
                               const TensorView& out, std::span<const double> decay, int64_t chunk,
                               const TensorView& initial_state, const TensorView& final_state) {
+  MEMENTO_CUDA_DISPATCH(q, cuda::linear_attention_forward(q, k, v, out, decay, chunk, initial_state, final_state));
   const Dims dm = check_inputs(q, k, v, decay, chunk, "linear_attention_forward");
   expect_shape(out, q.shape(), "linear_attention_forward out");
   expect_dtype(out, q.dtype(), "linear_attention_forward out");
@@ -272,6 +277,7 @@ void linear_attention_backward(const TensorView& q, const TensorView& k, const T
                                const TensorView& dv, std::span<const double> decay, int64_t chunk,
                                const TensorView& initial_state, const TensorView& dfinal_state,
                                const TensorView& dinitial_state) {
+  MEMENTO_CUDA_DISPATCH(q, cuda::linear_attention_backward(q, k, v, dout, dq, dk, dv, decay, chunk, initial_state, dfinal_state, dinitial_state));
   const Dims dm = check_inputs(q, k, v, decay, chunk, "linear_attention_backward");
   for (const TensorView* t : {&dout, &dq}) {
     expect_shape(*t, q.shape(), "linear_attention_backward dout/dq");

@@ -4,6 +4,10 @@
 
 #include <atomic>
 #include <chrono>
+#include "core/ops/dispatch.h"
+#ifdef MEMENTO_WITH_CUDA
+#include "core/cuda/gemm.h"
+#endif
 
 namespace memento::ops {
 namespace {
@@ -22,6 +26,7 @@ Matrix as_matrix(const TensorView& t) {
 
 void matmul(const TensorView& a, bool transpose_a, const TensorView& b, bool transpose_b,
             const TensorView& c, double alpha, double beta) {
+  MEMENTO_CUDA_DISPATCH(a, cuda::matmul(a, transpose_a, b, transpose_b, c, alpha, beta));
   const Matrix ma = as_matrix(a), mb = as_matrix(b), mc = as_matrix(c);
   const int64_t M = transpose_a ? ma.cols : ma.rows;
   const int64_t K = transpose_a ? ma.rows : ma.cols;

@@ -4,6 +4,10 @@
 #include <cmath>
 
 #include "core/ops/cpu_common.h"
+#include "core/ops/dispatch.h"
+#ifdef MEMENTO_WITH_CUDA
+#include "core/cuda/rmsnorm.h"
+#endif
 
 namespace memento::ops {
 namespace {
@@ -79,6 +83,7 @@ void backward_rows(const T* dy, const T* x, const T* w, const T* rstd, T* dx, T*
 
 void rmsnorm_forward(const TensorView& x, const TensorView& weight, double eps, const TensorView& y,
                      const TensorView& rstd) {
+  MEMENTO_CUDA_DISPATCH(x, cuda::rmsnorm_forward(x, weight, eps, y, rstd));
   const int64_t rows = rows_of(x, "rmsnorm_forward");
   const int64_t C = x.size(-1);
   expect_shape(weight, Shape{C}, "rmsnorm_forward: weight");
@@ -96,6 +101,7 @@ void rmsnorm_forward(const TensorView& x, const TensorView& weight, double eps, 
 
 void rmsnorm_backward(const TensorView& dy, const TensorView& x, const TensorView& weight,
                       const TensorView& rstd, const TensorView& dx, const TensorView& dweight) {
+  MEMENTO_CUDA_DISPATCH(x, cuda::rmsnorm_backward(dy, x, weight, rstd, dx, dweight));
   const int64_t rows = rows_of(x, "rmsnorm_backward");
   const int64_t C = x.size(-1);
   expect_shape(dy, x.shape(), "rmsnorm_backward: dy");

@@ -1,8 +1,16 @@
 #include "core/ops/rope.h"
 
 #include <cmath>
+#include <map>
+#include <mutex>
+#include <tuple>
 
 #include "core/ops/cpu_common.h"
+#include "core/ops/dispatch.h"
+#ifdef MEMENTO_WITH_CUDA
+#include "core/cuda/device_resource.h"
+#include "core/cuda/rope.h"
+#endif
 
 namespace memento::ops {
 namespace {
@@ -55,6 +63,30 @@ RopeTable rope_table(int64_t T, int64_t HS, double theta, DType dtype, Device de
   MEMENTO_EXPECT(HS > 0 && HS % 2 == 0 && T >= 0, ShapeError,
                  "rope_table: head size must be even and positive, got T ", T, ", HS ", HS);
   const int64_t half = HS / 2;
+#ifdef MEMENTO_WITH_CUDA
+  if (on_cuda(TensorView(nullptr, Shape{}, dtype, device))) {
+    // Computed on the host in fp64 and copied once per (shape, theta, device): a copy per layer
+    // call would make the host wait for the GPU every time. The cached tables live as long as
+    // the process (a few hundred KiB each).
+    using Key = std::tuple<int64_t, int64_t, double, DType, int, int64_t>;
+    static std::mutex mutex;
+    // Leaked on purpose: freeing device memory after the CUDA runtime shut down at exit fails.
+    static auto& cache = *new std::map<Key, RopeTable>();
+    const Key key{T, HS, theta, dtype, device.index, first_position};
+    const std::lock_guard<std::mutex> lock(mutex);
+    auto it = cache.find(key);
+    if (it == cache.end()) {
+      const RopeTable host = rope_table(T, HS, theta, dtype, Device::cpu(), first_position);
+      MemoryResource* pool = ::memento::cuda::caching_device_resource(device.index);
+      RopeTable table{Tensor::empty({T, half}, dtype, device, pool),
+                      Tensor::empty({T, half}, dtype, device, pool)};
+      copy(host.cos, table.cos);
+      copy(host.sin, table.sin);
+      it = cache.emplace(key, std::move(table)).first;
+    }
+    return it->second;
+  }
+#endif
   RopeTable table{Tensor::empty({T, half}, dtype, device), Tensor::empty({T, half}, dtype, device)};
   if (device.is_meta()) return table;
   dispatch_float(dtype, "rope_table", "dtype", [&](auto zero) {
@@ -75,12 +107,14 @@ RopeTable rope_table(int64_t T, int64_t HS, double theta, DType dtype, Device de
 }
 
 void rope_(const TensorView& x, const RopeTable& table) {
+  MEMENTO_CUDA_DISPATCH(x, cuda::rope_(x, table.cos, table.sin));
   check_rope(x, table, "rope_");
   if (x.is_meta()) return;
   dispatch_float(x.dtype(), "rope_", "x", [&](auto zero) { rotate<decltype(zero)>(x, table, 1); });
 }
 
 void rope_backward_(const TensorView& dx, const RopeTable& table) {
+  MEMENTO_CUDA_DISPATCH(dx, cuda::rope_backward_(dx, table.cos, table.sin));
   check_rope(dx, table, "rope_backward_");
   if (dx.is_meta()) return;
   dispatch_float(dx.dtype(), "rope_backward_", "dx",

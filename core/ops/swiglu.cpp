@@ -3,6 +3,10 @@
 #include <cmath>
 
 #include "core/ops/cpu_common.h"
+#include "core/ops/dispatch.h"
+#ifdef MEMENTO_WITH_CUDA
+#include "core/cuda/swiglu.h"
+#endif
 
 namespace memento::ops {
 namespace {
@@ -18,6 +22,7 @@ T sigmoid(T x) {
 }  // namespace
 
 void swiglu_forward(const TensorView& g, const TensorView& u, const TensorView& h) {
+  MEMENTO_CUDA_DISPATCH(g, cuda::swiglu_forward(g, u, h));
   expect_shape(u, g.shape(), "swiglu_forward: u");
   expect_shape(h, g.shape(), "swiglu_forward: h");
   expect_dtype(u, g.dtype(), "swiglu_forward: u");
@@ -36,6 +41,7 @@ void swiglu_forward(const TensorView& g, const TensorView& u, const TensorView& 
 
 void swiglu_backward(const TensorView& dh, const TensorView& g, const TensorView& u,
                      const TensorView& dg, const TensorView& du) {
+  MEMENTO_CUDA_DISPATCH(g, cuda::swiglu_backward(dh, g, u, dg, du));
   expect_shape(u, g.shape(), "swiglu_backward: u");
   expect_shape(dh, g.shape(), "swiglu_backward: dh");
   expect_shape(dg, g.shape(), "swiglu_backward: dg");

@@ -106,7 +106,7 @@ TEST(Config, WrongTypesNameTheKeyPath) {
   EXPECT_EQ(error_of("model:\n  layer_pattern: [linear, lin]\n"),
             "t.yaml:2: model.layer_pattern[1]: expected softmax or linear, got 'lin'");
   EXPECT_EQ(error_of("model: {dtype: f33}"),
-            "t.yaml:1: model.dtype: expected a dtype name (f32, f64), got 'f33'");
+            "t.yaml:1: model.dtype: expected a dtype name (f32, f64, bf16), got 'f33'");
   EXPECT_EQ(error_of("model:\n  linear_attention: {decay: on}\n"),
             "t.yaml:2: model.linear_attention.decay: expected true or false, got 'on'");
   EXPECT_DOUBLE_EQ(parse_config("optim: {lr: 1}", {}, "t").optim.lr, 1.0);  // ints are numbers
@@ -162,7 +162,13 @@ TEST(Config, InconsistentValues) {
   EXPECT_EQ(error_of("model:\n  linear_attention:\n    chunk: 0\n"),
             "t.yaml:3: model.linear_attention.chunk: must be positive, got 0");
   EXPECT_EQ(error_of("model: {dtype: bf16}"),
-            "t.yaml:1: model.dtype: the CPU backend computes in f32 or f64, got bf16");
+            "t.yaml:1: model.dtype: the CPU backend computes in f32 or f64, got bf16 (bf16 mixed "
+            "precision needs model.device: cuda)");
+  EXPECT_EQ(error_of("model: {device: gpu}"),
+            "t.yaml:1: model.device: expected cpu or cuda, got 'gpu'");
+  EXPECT_EQ(error_of("model: {device: cuda, dtype: f64}"),
+            "t.yaml:1: model.dtype: the CUDA backend computes in bf16 (mixed precision) or f32, "
+            "got f64");
 }
 
 TEST(Config, TrainDataIsRequiredOnlyToTrain) {

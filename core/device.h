@@ -1,0 +1,24 @@
+// The run's compute device, seen from code that must not include CUDA headers (the trainer,
+// tests): choosing a GPU, its memory resource, waiting for it, naming it. Every function works in
+// a build without CUDA, where asking for a GPU is a ConfigError that says how to get one.
+#pragma once
+
+#include <string>
+
+#include "core/memory_resource.h"
+
+namespace memento {
+
+// Makes GPU (local_rank % visible GPUs) current for this thread and returns it. Throws
+// ConfigError when the build has no CUDA or no GPU is visible, naming `what` (a config key).
+Device select_cuda_device(int local_rank, const std::string& what);
+// The process-wide caching pool of a CUDA device.
+MemoryResource* cuda_device_memory(Device device);
+// Waits until the device has finished all queued work (no-op for the CPU and kMeta).
+void synchronize(Device device);
+// "NVIDIA H200 (cuda:0, 139.8 GiB)" or "cpu".
+std::string describe_device(Device device);
+// True when this build can run CUDA and a GPU is visible.
+bool cuda_usable();
+
+}  // namespace memento

@@ -23,17 +23,33 @@ Tensor Linear::forward(LayerContext& ctx, const Tensor& x) {
 }
 
 Tensor Linear::backward(LayerContext& ctx, const Tensor& dy) {
+  Tensor dx;
+  backward_into(ctx, dy, dx, false);
+  return dx;
+}
+
+void Linear::backward_accumulate(LayerContext& ctx, const Tensor& dy, const Tensor& dx) {
+  Tensor acc = dx;
+  backward_into(ctx, dy, acc, true);
+}
+
+// dx = dy W (accumulate: dx += dy W, into the given tensor; else a new one); dW += dy^T x.
+void Linear::backward_into(LayerContext& ctx, const Tensor& dy, Tensor& dx, bool accumulate) {
   MEMENTO_EXPECT(dy.shape().ndim() >= 1 && dy.size(-1) == out_, ShapeError, "Linear ", name_,
                  ": dy: expected (..., ", out_, "), got ", dy.shape().str());
-  const Tensor x = ctx.store.take(name_ + "/x");        // (..., in)
+  const Tensor x = ctx.store.take(name_ + "/x");          // (..., in)
   const TensorView weight = ctx.params.compute(weight_);  // (out, in)
-  const TensorView dweight = ctx.params.grad(weight_);  // (out, in)
+  const TensorView dweight = ctx.params.grad(weight_);    // (out, in)
   const bool meta = dy.device().is_meta() || x.device().is_meta() || weight.is_meta();
-  Tensor dx = Tensor::empty(x.shape(), x.dtype(), meta ? Device::meta() : dy.device());
-  ops::matmul(dy, false, weight, false, dx);  // dx = dy W; skipped when dx is kMeta
+  if (accumulate) {
+    expect_shape(dx, x.shape(), "Linear::backward_accumulate: dx");
+  } else {
+    dx = Tensor::empty(x.shape(), x.dtype(), meta ? Device::meta() : dy.device());
+  }
+  // dx (+)= dy W; skipped when dx is kMeta.
+  ops::matmul(dy, false, weight, false, dx, 1.0, accumulate ? 1.0 : 0.0);
   // dW += dy^T x. In a dry run the gradient may have bytes while dy has none: skip it.
   if (!meta) ops::matmul(dy, true, x, false, dweight, 1.0, 1.0);
-  return dx;
 }
 
 }  // namespace memento

@@ -3,7 +3,6 @@
 #include <vector>
 
 #include "core/ops/dispatch.h"
-#include "core/ops/elementwise.h"
 #include "core/ops/linear_attention.h"
 #include "core/ops/rmsnorm.h"
 
@@ -93,8 +92,8 @@ Tensor LinearAttention::backward(LayerContext& ctx, const Tensor& dy) {
   ops::linear_attention_backward(q, k, v, datt, dq, dk, dv, decays(dims_, options_),
                                  options_.chunk);
   Tensor dx = q_proj_.backward(ctx, dq.reshape({B, T, NH * HS}));  // (B, T, C)
-  ops::add_(dx, k_proj_.backward(ctx, dk.reshape({B, T, NKV * HS})));
-  ops::add_(dx, v_proj_.backward(ctx, dv.reshape({B, T, NKV * HS})));
+  k_proj_.backward_accumulate(ctx, dk.reshape({B, T, NKV * HS}), dx);
+  v_proj_.backward_accumulate(ctx, dv.reshape({B, T, NKV * HS}), dx);
   return dx;
 }
 

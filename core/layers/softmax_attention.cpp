@@ -2,7 +2,6 @@
 
 #include "core/ops/attention.h"
 #include "core/ops/dispatch.h"
-#include "core/ops/elementwise.h"
 #include "core/ops/rope.h"
 
 namespace memento {
@@ -64,8 +63,8 @@ Tensor SoftmaxAttention::backward(LayerContext& ctx, const Tensor& dy) {
   ops::rope_backward_(dq, rope);
   ops::rope_backward_(dk, rope);
   Tensor dx = q_proj_.backward(ctx, dq.reshape({B, T, NH * HS}));  // (B, T, C)
-  ops::add_(dx, k_proj_.backward(ctx, dk.reshape({B, T, NKV * HS})));
-  ops::add_(dx, v_proj_.backward(ctx, dv.reshape({B, T, NKV * HS})));
+  k_proj_.backward_accumulate(ctx, dk.reshape({B, T, NKV * HS}), dx);
+  v_proj_.backward_accumulate(ctx, dv.reshape({B, T, NKV * HS}), dx);
   return dx;
 }
 

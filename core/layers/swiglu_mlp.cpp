@@ -1,6 +1,5 @@
 #include "core/layers/swiglu_mlp.h"
 
-#include "core/ops/elementwise.h"
 #include "core/ops/swiglu.h"
 
 namespace memento {
@@ -39,7 +38,7 @@ Tensor SwiGLUMLP::backward(LayerContext& ctx, const Tensor& dy) {
   // gate and up are not needed after this: their gradients overwrite them in place.
   ops::swiglu_backward(dh, gate, up, gate, up);
   Tensor dx = gate_proj_.backward(ctx, gate);  // (B, T, C)
-  ops::add_(dx, up_proj_.backward(ctx, up));
+  up_proj_.backward_accumulate(ctx, up, dx);
   return dx;
 }
 

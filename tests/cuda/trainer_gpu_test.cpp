@@ -55,7 +55,7 @@ Config hybrid_config(const std::string& dir, const std::string& device, const st
       "}\n" + "data: {train: " + dir + "/../train.bin, val: " + dir + "/../val.bin}\n" +
       "train: {seq_len: 64, micro_batch: 8, global_batch: 16, steps: " + std::to_string(kSteps) +
       ", eval_every: 0, threads: 2, peak_tflops: 1}\n" +
-      "optim: {lr: 3.0e-3, min_lr: 3.0e-4, warmup_steps: 5}\n" +
+      "optim: {lr: 1.0e-3, min_lr: 1.0e-4, warmup_steps: 5}\n" +
       "checkpoint: {every: 0, keep: 2, at_end: false}\n";
   return parse_config(yaml, {}, "test");
 }
@@ -109,7 +109,10 @@ TEST_F(TrainerGpuTest, FiftyStepsFollowTheCpuLossCurve) {
   // The first step sees identical weights and data: only the arithmetic differs.
   EXPECT_LT(std::abs(f32[0] - ref[0]) / ref[0], 1e-5);
   EXPECT_LT(std::abs(bf16[0] - ref[0]) / ref[0], 1e-2);
-  // Over 50 updates the runs drift apart only as far as their rounding allows.
+  // Over 50 updates the runs drift apart only as far as their rounding allows. Training amplifies
+  // rounding differences: rounding every op's output to bf16 in the CPU ops themselves (an
+  // experiment, not shipped) moved this curve by up to 0.8% at this learning rate and 5.7% at
+  // lr 3e-3, where the GPU's bf16 run measured 6.4%. The bounds leave room for that, no more.
   EXPECT_LT(gap32, 1e-2) << "GPU f32 left the CPU loss curve";
   EXPECT_LT(gap16, 3e-2) << "GPU bf16 left the CPU loss curve";
   // And they learn: the loss falls well below its start (about log 256 = 5.5).

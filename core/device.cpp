@@ -7,6 +7,7 @@
 
 #include "core/cuda/check.h"
 #include "core/cuda/device_resource.h"
+#include "core/cuda/op_profiler.h"
 #endif
 
 namespace memento {
@@ -67,6 +68,23 @@ std::string describe_device(Device device) {
   }
 #endif
   return device_name(device);
+}
+
+void set_op_profiling(bool on) {
+#ifdef MEMENTO_WITH_CUDA
+  cuda::set_op_profiling(on);
+#else
+  (void)on;
+#endif
+}
+
+std::string op_profile_report(double step_ms) {
+#ifdef MEMENTO_WITH_CUDA
+  return cuda::op_profile_report(step_ms);
+#else
+  (void)step_ms;
+  return {};
+#endif
 }
 
 }  // namespace memento

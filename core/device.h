@@ -20,5 +20,9 @@ void synchronize(Device device);
 std::string describe_device(Device device);
 // True when this build can run CUDA and a GPU is visible.
 bool cuda_usable();
+// The GPU op profiler (core/cuda/op_profiler.h): on/off, and the table of the ops recorded since
+// it was turned on, as shares of a step of `step_ms` (empty without CUDA).
+void set_op_profiling(bool on);
+std::string op_profile_report(double step_ms);
 
 }  // namespace memento

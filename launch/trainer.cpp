@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <sstream>
 
@@ -112,6 +113,8 @@ void Trainer::init(bool resume) {
   }
   const int threads = set_num_threads(static_cast<int>(config_.train.threads));
   if (config_.model.on_cuda()) {
+    if (const char* p = std::getenv("MEMENTO_PROFILE_OPS"); p != nullptr && *p != '\0')
+      profile_step_ = std::max<int64_t>(1, std::atoll(p) > 1 ? std::atoll(p) : 3);
     device_ = select_cuda_device(read_launch_env().local_rank, "model.device");
     gpu_memory_ = std::make_unique<TrackingResource>(cuda_device_memory(device_));
     gpu_scope_ = std::make_unique<ScopedDefaultResource>(gpu_memory_.get());
@@ -334,6 +337,9 @@ StepMetrics Trainer::train_step() {
   const auto start = Clock::now();
   tracked_memory().reset_peak();
   ops::reset_gemm_stats();
+  // MEMENTO_PROFILE_OPS=1 times every GPU op of step 3 (after the warm-up), =N of step N.
+  const bool profile = !device_.is_cpu() && profile_step_ == step_ + 1;
+  if (profile) set_op_profiling(true);
   std::vector<int32_t> windows(static_cast<size_t>(train.micro_batch * (T + 1)));
   // Every micro-batch's loss is scaled so that the summed gradients are those of the global mean.
   const double grad_scale = 1.0 / static_cast<double>(train.global_batch * T);
@@ -373,6 +379,12 @@ StepMetrics Trainer::train_step() {
     model_->params().refresh_compute();
   }
   synchronize(device_);  // the step's time includes the GPU's work
+  if (profile) {
+    const double ms = 1e3 * seconds_since(start);
+    set_op_profiling(false);
+    MEMENTO_LOG_INFO("GPU ops of step ", step_ + 1, " (MEMENTO_PROFILE_OPS; events around every ",
+                     "op, so the step is slower than unprofiled):\n", op_profile_report(ms));
+  }
   ++step_;
 
   StepMetrics m;

@@ -108,6 +108,7 @@ class Trainer {
   MemoryPlan plan_;
   int64_t step_ = 0;
   int64_t grad_accum_ = 1;
+  int64_t profile_step_ = -1;  // the step whose GPU ops are timed (MEMENTO_PROFILE_OPS)
   double peak_flops_ = 0;
   int64_t data_epoch_ = 0, data_index_ = 0;  // mirrors of the data cursor for the registry
   int64_t seed_ = 0;

@@ -5,6 +5,9 @@
 
 #include "core/error.h"
 #include "core/tensor.h"
+#ifdef MEMENTO_WITH_CUDA
+#include "core/cuda/op_profiler.h"
+#endif
 
 namespace memento::ops {
 
@@ -26,13 +29,17 @@ inline bool meta_mixed(const TensorView& t) {
 }
 }  // namespace memento::ops
 
-// First line of an op taking `tensor`: a CUDA tensor returns `call` (the core/cuda/ twin); a
-// kMeta tensor of a mixed-precision model returns `skipped` (nothing for a void op).
+// First line of an op taking `tensor`: a CUDA tensor returns `call` (the core/cuda/ twin, timed
+// by the op profiler when it is on); a kMeta tensor of a mixed-precision model returns `skipped`
+// (nothing for a void op).
 #ifdef MEMENTO_WITH_CUDA
-#define MEMENTO_CUDA_DISPATCH_OR(tensor, call, skipped)   \
-  do {                                                   \
-    if (::memento::ops::on_cuda(tensor)) return call;    \
-    if (::memento::ops::meta_mixed(tensor)) return skipped; \
+#define MEMENTO_CUDA_DISPATCH_OR(tensor, call, skipped)           \
+  do {                                                           \
+    if (::memento::ops::on_cuda(tensor)) {                       \
+      const ::memento::cuda::OpTimer memento_op_timer_(__func__); \
+      return call;                                               \
+    }                                                            \
+    if (::memento::ops::meta_mixed(tensor)) return skipped;      \
   } while (0)
 #else
 #define MEMENTO_CUDA_DISPATCH_OR(tensor, call, skipped)                                       \

@@ -167,7 +167,6 @@ TEST_F(CudaAttention, RejectsMismatchedShapesAndDtypes) {
 // Not an assertion: forward and backward TFLOP/s at the benchmark's sizes, counted as
 // FlashAttention does for a causal mask (forward 4 B NH T^2 HS / 2, backward 2.5 times that).
 TEST_F(CudaAttention, TimingAtBenchmarkSizes) {
-  constexpr int kWarmup = 3, kIters = 10;
   for (const Case& c :
        {Case{16, 1024, 12, 12, 64, DType::kBF16}, Case{4, 2048, 16, 16, 128, DType::kBF16}}) {
     const Inputs in = random_inputs(c, 900);
@@ -180,19 +179,8 @@ TEST_F(CudaAttention, TimingAtBenchmarkSizes) {
     const auto backward = [&] {
       ops::cuda::attention_backward(in.q, in.k, in.v, out, lse, in.dout, dq, dk, dv);
     };
-    for (int i = 0; i < kWarmup; ++i) {
-      forward();
-      backward();
-    }
-    const cuda::CudaEvent start, mid, stop;
-    start.record();
-    for (int i = 0; i < kIters; ++i) forward();
-    mid.record();
-    for (int i = 0; i < kIters; ++i) backward();
-    stop.record();
-    stop.synchronize();
-    const double fwd_ms = mid.elapsed_ms_since(start) / kIters;
-    const double bwd_ms = stop.elapsed_ms_since(mid) / kIters;
+    const ForwardBackwardMs ms = time_forward_backward(forward, backward);
+    const double fwd_ms = ms.forward, bwd_ms = ms.backward;
     const double fwd_flop = 4.0 * c.B * c.NH * c.HS * static_cast<double>(c.T) * c.T / 2;
     const double bwd_flop = 2.5 * fwd_flop;
     std::printf(

@@ -61,4 +61,27 @@ inline void expect_parity(const std::string& what, const TensorView& gpu, const 
   EXPECT_LE(err, parity_tolerance(dtype)) << what << " (" << dtype_name(dtype) << ")";
 }
 
+// Mean milliseconds of one forward() and one backward() over `iters` calls each, after `warmup`
+// calls of both, timed with CUDA events on the default stream (for "[timing]" prints, not tests).
+struct ForwardBackwardMs {
+  double forward = 0;
+  double backward = 0;
+};
+template <typename Forward, typename Backward>
+ForwardBackwardMs time_forward_backward(Forward&& forward, Backward&& backward, int warmup = 3,
+                                        int iters = 10) {
+  for (int i = 0; i < warmup; ++i) {
+    forward();
+    backward();
+  }
+  const cuda::CudaEvent start, mid, stop;
+  start.record();
+  for (int i = 0; i < iters; ++i) forward();
+  mid.record();
+  for (int i = 0; i < iters; ++i) backward();
+  stop.record();
+  stop.synchronize();
+  return {mid.elapsed_ms_since(start) / iters, stop.elapsed_ms_since(mid) / iters};
+}
+
 }  // namespace memento::testing

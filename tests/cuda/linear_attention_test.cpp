@@ -263,7 +263,6 @@ TEST_F(CudaLinearAttention, RejectsBadShapesAndDtypes) {
 
 // Not an assertion: forward and backward time at the benchmark's size, after a warm-up.
 TEST_F(CudaLinearAttention, TimingAtBenchmarkSize) {
-  constexpr int kWarmup = 3, kIters = 10;
   const Case c{16, 1024, 12, 12, 64, 64};
   const DType dtype = DType::kBF16;
   const std::vector<double> decay = ops::alibi_decays(c.NH);
@@ -278,19 +277,8 @@ TEST_F(CudaLinearAttention, TimingAtBenchmarkSize) {
   const auto backward = [&] {
     ops::cuda::linear_attention_backward(in.q, in.k, in.v, in.dout, dq, dk, dv, decay, c.chunk);
   };
-  for (int i = 0; i < kWarmup; ++i) {
-    forward();
-    backward();
-  }
-  const cuda::CudaEvent start, mid, stop;
-  start.record();
-  for (int i = 0; i < kIters; ++i) forward();
-  mid.record();
-  for (int i = 0; i < kIters; ++i) backward();
-  stop.record();
-  stop.synchronize();
-  const double fwd_ms = mid.elapsed_ms_since(start) / kIters;
-  const double bwd_ms = stop.elapsed_ms_since(mid) / kIters;
+  const ForwardBackwardMs ms = time_forward_backward(forward, backward);
+  const double fwd_ms = ms.forward, bwd_ms = ms.backward;
   std::printf(
       "[timing] linear_attention/%s/%s forward %.3f ms, backward %.3f ms, "
       "forward+backward %.3f ms\n",

@@ -7,6 +7,7 @@
 
 #include "core/cuda/check.h"
 #include "core/cuda/device_resource.h"
+#include "core/cuda/gemm.h"
 #include "core/cuda/op_profiler.h"
 #endif
 
@@ -68,6 +69,14 @@ std::string describe_device(Device device) {
   }
 #endif
   return device_name(device);
+}
+
+size_t gpu_library_workspace_bytes() {
+#ifdef MEMENTO_WITH_CUDA
+  return ops::cuda::kGemmWorkspaceBytes;
+#else
+  return 0;
+#endif
 }
 
 void set_op_profiling(bool on) {

@@ -20,6 +20,8 @@ void synchronize(Device device);
 std::string describe_device(Device device);
 // True when this build can run CUDA and a GPU is visible.
 bool cuda_usable();
+// Device memory the GPU libraries hold outside any tensor (the cuBLASLt workspace), per GPU.
+size_t gpu_library_workspace_bytes();
 // The GPU op profiler (core/cuda/op_profiler.h): on/off, and the table of the ops recorded since
 // it was turned on, as shares of a step of `step_ms` (empty without CUDA).
 void set_op_profiling(bool on);

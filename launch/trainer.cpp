@@ -118,6 +118,9 @@ void Trainer::init(bool resume) {
     device_ = select_cuda_device(read_launch_env().local_rank, "model.device");
     gpu_memory_ = std::make_unique<TrackingResource>(cuda_device_memory(device_));
     gpu_scope_ = std::make_unique<ScopedDefaultResource>(gpu_memory_.get());
+    MEMENTO_LOG_INFO("device: ", describe_device(device_), "; every tensor from its caching pool, ",
+                     "plus ", format_bytes(static_cast<double>(gpu_library_workspace_bytes())),
+                     " of cuBLASLt workspace");
   }
   config_.data.validate_for_training();
   resolved_config_ = to_yaml(config_);

@@ -9,6 +9,7 @@
 #include <mutex>
 
 #include "core/cuda/check.h"
+#include "core/cuda/device_resource.h"
 #include "core/cuda/elementwise.h"
 #include "core/cuda/kernel_common.cuh"
 #include "core/log.h"
@@ -31,7 +32,7 @@ namespace {
 using memento::cuda::detail::from_f32;
 using memento::cuda::detail::to_f32;
 
-constexpr size_t kWorkspaceBytes = size_t{32} << 20;
+constexpr size_t kWorkspaceBytes = kGemmWorkspaceBytes;
 // Heuristic candidates asked for; the first that succeeds within the workspace is taken.
 constexpr int kHeuristicCandidates = 8;
 // cuBLASLt assumes 256-byte aligned buffers unless told otherwise.
@@ -235,7 +236,8 @@ const DeviceContext& device_context(GemmState& s, int device) {
   if (it != s.devices.end()) return it->second;
   DeviceContext ctx;
   CUBLAS_CHECK(cublasLtCreate(&ctx.handle));
-  CUDA_CHECK(cudaMalloc(&ctx.workspace, kWorkspaceBytes));  // once per device, kept until exit
+  // Once per device from the device's caching pool (contract 4), kept until exit.
+  ctx.workspace = ::memento::cuda::caching_device_resource(device)->allocate(kWorkspaceBytes);
   return s.devices.emplace(device, ctx).first->second;
 }
 

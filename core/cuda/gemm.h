@@ -12,6 +12,9 @@
 
 namespace memento::ops::cuda {
 
+// The cuBLASLt workspace each GPU holds once it has run a GEMM (from its caching pool).
+inline constexpr size_t kGemmWorkspaceBytes = size_t{32} << 20;
+
 // c = alpha * op(a) * op(b) + beta * c, with exactly core/ops/matmul.h's semantics: each tensor is
 // read as a row-major matrix whose columns are its last dimension; op(a) (M, K), op(b) (K, N),
 // c (M, N); beta = 1 accumulates. beta = 0 never reads c (it may hold NaN); K = 0 gives beta * c.

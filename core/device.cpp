@@ -21,16 +21,21 @@ bool cuda_usable() {
 #endif
 }
 
-Device select_cuda_device(int local_rank, const std::string& what) {
+Device select_cuda_device(int local_rank, int local_world, const std::string& what) {
 #ifdef MEMENTO_WITH_CUDA
   MEMENTO_EXPECT(cuda::cuda_available(), ConfigError, "config: ", what,
                  ": cuda requested, but no GPU is visible (check nvidia-smi and "
                  "CUDA_VISIBLE_DEVICES)");
-  const int index = local_rank % cuda::cuda_device_count();
+  const int count = cuda::cuda_device_count();
+  MEMENTO_EXPECT(local_world <= count, ConfigError, "config: ", what, ": ", local_world,
+                 " ranks on this node but ", count, " visible GPU", count == 1 ? "" : "s",
+                 "; start at most one rank per GPU");
+  const int index = local_rank % count;
   CUDA_CHECK(cudaSetDevice(index));
   return Device{DeviceKind::kCuda, index};
 #else
   (void)local_rank;
+  (void)local_world;
   throw ConfigError(detail::concat("config: ", what,
                                    ": cuda requested, but this build has no CUDA backend "
                                    "(configure with -DMEMENTO_CUDA=ON where nvcc is installed)"));

@@ -9,9 +9,10 @@
 
 namespace memento {
 
-// Makes GPU (local_rank % visible GPUs) current for this thread and returns it. Throws
-// ConfigError when the build has no CUDA or no GPU is visible, naming `what` (a config key).
-Device select_cuda_device(int local_rank, const std::string& what);
+// Makes GPU local_rank current for this thread and returns it. Throws ConfigError naming `what`
+// (a config key) when the build has no CUDA, no GPU is visible, or the node runs more ranks
+// (local_world) than it has GPUs: NCCL cannot put two ranks on one GPU.
+Device select_cuda_device(int local_rank, int local_world, const std::string& what);
 // The process-wide caching pool of a CUDA device.
 MemoryResource* cuda_device_memory(Device device);
 // Waits until the device has finished all queued work (no-op for the CPU and kMeta).

@@ -113,9 +113,11 @@ void Trainer::init(bool resume) {
   }
   const int threads = set_num_threads(static_cast<int>(config_.train.threads));
   if (config_.model.on_cuda()) {
-    if (const char* p = std::getenv("MEMENTO_PROFILE_OPS"); p != nullptr && *p != '\0')
-      profile_step_ = std::max<int64_t>(1, std::atoll(p) > 1 ? std::atoll(p) : 3);
-    device_ = select_cuda_device(read_launch_env().local_rank, "model.device");
+    // MEMENTO_PROFILE_OPS: unset or 0 off, 1 step 3 (after the warm-up), N > 1 step N.
+    if (const char* p = std::getenv("MEMENTO_PROFILE_OPS"); p != nullptr && std::atoll(p) > 0)
+      profile_step_ = std::atoll(p) > 1 ? std::atoll(p) : 3;
+    const LaunchInfo launch = read_launch_env();
+    device_ = select_cuda_device(launch.local_rank, launch.local_world, "model.device");
     gpu_memory_ = std::make_unique<TrackingResource>(cuda_device_memory(device_));
     gpu_scope_ = std::make_unique<ScopedDefaultResource>(gpu_memory_.get());
     MEMENTO_LOG_INFO("device: ", describe_device(device_), "; every tensor from its caching pool, ",
@@ -232,9 +234,11 @@ void Trainer::register_state() {
   if (!device_.is_cpu()) {
     // Checkpoints read and write host memory: the GPU's buffers are staged through copies
     // (copy_state_to_host before a save, copy_state_from_host after a load).
-    host_values_ = Tensor::empty(values.shape(), values.dtype());
-    host_exp_avg_ = Tensor::empty(exp_avg.shape(), exp_avg.dtype());
-    host_exp_avg_sq_ = Tensor::empty(exp_avg_sq.shape(), exp_avg_sq.dtype());
+    // Zeros: a load fills only the parameters, and the alignment padding between them must stay
+    // zero on the GPU (the optimizer updates whole runs of the buffers, padding included).
+    host_values_ = Tensor::zeros(values.shape(), values.dtype());
+    host_exp_avg_ = Tensor::zeros(exp_avg.shape(), exp_avg.dtype());
+    host_exp_avg_sq_ = Tensor::zeros(exp_avg_sq.shape(), exp_avg_sq.dtype());
     values = host_values_;
     exp_avg = host_exp_avg_;
     exp_avg_sq = host_exp_avg_sq_;

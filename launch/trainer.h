@@ -91,12 +91,13 @@ class Trainer {
   std::unique_ptr<TrackingResource> gpu_memory_;  // every GPU allocation, when on a GPU
   std::unique_ptr<ScopedDefaultResource> gpu_scope_;
   std::unique_ptr<parallel::Communicator> gpu_dp_;  // NCCL over the dp group, on a GPU with dp > 1
-  // Host copies of the GPU's values and optimizer states for checkpoints (undefined on the CPU,
-  // where the checkpoint reads the buffers themselves).
-  Tensor host_values_, host_exp_avg_, host_exp_avg_sq_;
   std::unique_ptr<ScopedDefaultResource> memory_scope_;
   std::unique_ptr<LimitResource> budget_;
   std::unique_ptr<ScopedDefaultResource> budget_scope_;
+  // Host copies of the GPU's values and optimizer states for checkpoints (undefined on the CPU,
+  // where the checkpoint reads the buffers themselves). Declared after the resources they come
+  // from, so that they are freed before them.
+  Tensor host_values_, host_exp_avg_, host_exp_avg_sq_;
   std::unique_ptr<LlamaModel> model_;
   std::unique_ptr<optim::AdamW> optimizer_;
   std::unique_ptr<DataLoader> data_;

@@ -21,6 +21,8 @@ void copy_tensor(const TensorView& src, const TensorView& dst) {
   if (src.numel() == 0) return;
   if (src.dtype() == dst.dtype()) {
     CUDA_CHECK(cudaMemcpy(dst.raw(), src.raw(), src.bytes(), cudaMemcpyDefault));
+    // A device-to-device cudaMemcpy may return before it has finished: wait, as promised.
+    if (on_gpu(src) && on_gpu(dst)) CUDA_CHECK(cudaStreamSynchronize(nullptr));
     return;
   }
   const bool f32_bf16 = (src.dtype() == DType::kF32 || src.dtype() == DType::kBF16) &&

@@ -1,5 +1,7 @@
 #include "core/model/model_config.h"
 
+#include <algorithm>
+
 #include "core/error.h"
 
 namespace memento {
@@ -37,6 +39,21 @@ void ModelConfig::validate(const std::string& prefix) const {
     MEMENTO_EXPECT(dtype == DType::kF32 || dtype == DType::kBF16, ConfigError, "config: ", prefix,
                    ".dtype: the CUDA backend computes in bf16 (mixed precision) or f32, got ",
                    dtype_name(dtype));
+    // The GPU kernels' head sizes (core/cuda/attention.h, core/cuda/linear_attention.h).
+    const int64_t hs = head_size();
+    const bool any_linear = std::find(layer_pattern.begin(), layer_pattern.end(),
+                                      AttentionKind::kLinear) != layer_pattern.end();
+    const bool any_softmax = std::find(layer_pattern.begin(), layer_pattern.end(),
+                                       AttentionKind::kSoftmax) != layer_pattern.end();
+    MEMENTO_EXPECT(!any_linear || hs == 16 || hs == 32 || hs == 64 || hs == 128, ConfigError,
+                   "config: ", prefix, ".n_heads: linear attention on a GPU needs a head size ",
+                   "(dim / n_heads) of 16, 32, 64 or 128, got ", hs);
+    MEMENTO_EXPECT(!any_linear || !linear_decay || n_heads <= 128, ConfigError, "config: ",
+                   prefix, ".n_heads: linear attention with decay on a GPU takes at most 128 ",
+                   "heads, got ", n_heads);
+    MEMENTO_EXPECT(!any_softmax || hs <= 256, ConfigError, "config: ", prefix,
+                   ".n_heads: softmax attention on a GPU needs a head size of at most 256, got ",
+                   hs);
   } else {
     MEMENTO_EXPECT(dtype == DType::kF32 || dtype == DType::kF64, ConfigError, "config: ", prefix,
                    ".dtype: the CPU backend computes in f32 or f64, got ", dtype_name(dtype),

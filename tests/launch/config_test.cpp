@@ -166,6 +166,13 @@ TEST(Config, InconsistentValues) {
             "precision needs model.device: cuda)");
   EXPECT_EQ(error_of("model: {device: gpu}"),
             "t.yaml:1: model.device: expected cpu or cuda, got 'gpu'");
+  EXPECT_EQ(error_of("model: {device: cuda, dim: 96, n_heads: 2, n_kv_heads: 2, "
+                     "layer_pattern: [linear]}"),
+            "t.yaml:1: model.n_heads: linear attention on a GPU needs a head size (dim / n_heads) "
+            "of 16, 32, 64 or 128, got 48");
+  EXPECT_EQ(error_of("model: {device: cuda, dim: 1024, n_heads: 2, n_kv_heads: 2}"),
+            "t.yaml:1: model.n_heads: softmax attention on a GPU needs a head size of at most "
+            "256, got 512");
   EXPECT_EQ(error_of("model: {device: cuda, dtype: f64}"),
             "t.yaml:1: model.dtype: the CUDA backend computes in bf16 (mixed precision) or f32, "
             "got f64");

@@ -19,14 +19,12 @@ inline DType stat_dtype(DType activations) {
   return activations == DType::kF64 ? DType::kF64 : DType::kF32;
 }
 
-}  // namespace memento::ops
-
-namespace memento::ops {
 // A kMeta tensor in a dtype the CPU ops do not compute in (bf16 of a mixed-precision model in a
 // dry run): the op has nothing to do, and its CPU dtype checks do not apply.
 inline bool meta_mixed(const TensorView& t) {
   return t.is_meta() && t.dtype() != DType::kF32 && t.dtype() != DType::kF64;
 }
+
 }  // namespace memento::ops
 
 // First line of an op taking `tensor`: a CUDA tensor returns `call` (the core/cuda/ twin, timed
@@ -34,19 +32,19 @@ inline bool meta_mixed(const TensorView& t) {
 // (nothing for a void op).
 #ifdef MEMENTO_WITH_CUDA
 #define MEMENTO_CUDA_DISPATCH_OR(tensor, call, skipped)           \
-  do {                                                           \
-    if (::memento::ops::on_cuda(tensor)) {                       \
+  do {                                                            \
+    if (::memento::ops::on_cuda(tensor)) {                        \
       const ::memento::cuda::OpTimer memento_op_timer_(__func__); \
-      return call;                                               \
-    }                                                            \
-    if (::memento::ops::meta_mixed(tensor)) return skipped;      \
+      return call;                                                \
+    }                                                             \
+    if (::memento::ops::meta_mixed(tensor)) return skipped;       \
   } while (0)
 #else
-#define MEMENTO_CUDA_DISPATCH_OR(tensor, call, skipped)                                       \
-  do {                                                                                        \
-    MEMENTO_CHECK(!::memento::ops::on_cuda(tensor), __func__,                                 \
+#define MEMENTO_CUDA_DISPATCH_OR(tensor, call, skipped)                                        \
+  do {                                                                                         \
+    MEMENTO_CHECK(!::memento::ops::on_cuda(tensor), __func__,                                  \
                   ": CUDA tensor in a build without CUDA (configure with -DMEMENTO_CUDA=ON)"); \
-    if (::memento::ops::meta_mixed(tensor)) return skipped;                                   \
+    if (::memento::ops::meta_mixed(tensor)) return skipped;                                    \
   } while (0)
 #endif
 #define MEMENTO_CUDA_DISPATCH(tensor, call) MEMENTO_CUDA_DISPATCH_OR(tensor, call, )

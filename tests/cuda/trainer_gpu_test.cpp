@@ -25,11 +25,11 @@ constexpr int64_t kSteps = 50;
 // Deterministic English-like text from a small grammar: learnable structure at every scale
 // (spelling, word order, punctuation) without a corpus file on the GPU machine.
 std::string grammar_text(size_t bytes) {
-  const char* subjects[] = {"the cat", "a dog", "my neighbour", "the old man", "every child",
-                            "the engineer", "a small bird", "the teacher"};
-  const char* verbs[] = {"sees", "likes", "carries", "paints", "follows", "remembers", "finds",
-                         "builds"};
-  const char* objects[] = {"the red ball", "a long road", "the quiet river", "an open door",
+  const char* subjects[] = {"the cat",     "a dog",        "my neighbour", "the old man",
+                            "every child", "the engineer", "a small bird", "the teacher"};
+  const char* verbs[] = {"sees",    "likes",     "carries", "paints",
+                         "follows", "remembers", "finds",   "builds"};
+  const char* objects[] = {"the red ball",  "a long road", "the quiet river", "an open door",
                            "the tall tree", "a warm coat", "the bright lamp", "a wooden box"};
   const char* endings[] = {".", " today.", " again.", " every morning.", "!", " slowly."};
   std::string text;
@@ -51,8 +51,9 @@ Config hybrid_config(const std::string& dir, const std::string& device, const st
   const std::string yaml =
       "run: {name: gpu-curve, out_dir: " + dir + ", seed: 11}\n" +
       "model: {vocab_size: 256, dim: 128, n_layers: 2, n_heads: 4, n_kv_heads: 2, ffn_dim: 256, "
-      "max_seq_len: 64, layer_pattern: [linear, softmax], device: " + device + ", dtype: " + dtype +
-      "}\n" + "data: {train: " + dir + "/../train.bin, val: " + dir + "/../val.bin}\n" +
+      "max_seq_len: 64, layer_pattern: [linear, softmax], device: " +
+      device + ", dtype: " + dtype + "}\n" + "data: {train: " + dir + "/../train.bin, val: " + dir +
+      "/../val.bin}\n" +
       "train: {seq_len: 64, micro_batch: 8, global_batch: 16, steps: " + std::to_string(kSteps) +
       ", eval_every: 0, threads: 2, peak_tflops: 1}\n" +
       "optim: {lr: 1.0e-3, min_lr: 1.0e-4, warmup_steps: 5}\n" +

@@ -21,15 +21,9 @@
 #include "parallel/self_communicator.h"
 
 namespace memento::parallel {
-namespace {
+using detail::mpi_active;
 
-bool mpi_active() {
-  int initialized = 0;
-  int finalized = 0;
-  MPI_Initialized(&initialized);
-  MPI_Finalized(&finalized);
-  return initialized && !finalized;
-}
+namespace {
 
 // Only the dtypes check_buffer admits reach here.
 MPI_Datatype mpi_type(DType dtype) {
@@ -96,12 +90,15 @@ class DoneWork final : public Work {
 
 namespace detail {
 
-[[noreturn]] void mpi_fatal(const char* file, int line, const char* expr, int code) {
-  char error[MPI_MAX_ERROR_STRING] = {};
-  int length = 0;
-  if (MPI_Error_string(code, error, &length) != MPI_SUCCESS) {
-    std::snprintf(error, sizeof(error), "MPI error code %d", code);
-  }
+bool mpi_active() {
+  int initialized = 0;
+  int finalized = 0;
+  MPI_Initialized(&initialized);
+  MPI_Finalized(&finalized);
+  return initialized && !finalized;
+}
+
+[[noreturn]] void abort_job(const char* file, int line, const std::string& message) {
   int rank = -1;
   int size = 0;
   const bool active = mpi_active();
@@ -111,11 +108,20 @@ namespace detail {
   }
   char host[256] = "?";
   gethostname(host, sizeof(host) - 1);
-  std::fprintf(stderr, "[rank %d/%d on %s] FATAL %s:%d: %s failed: %s\n", rank, size, host, file,
-               line, expr, error);
+  std::fprintf(stderr, "[rank %d/%d on %s] FATAL %s:%d: %s\n", rank, size, host, file, line,
+               message.c_str());
   std::fflush(stderr);
   if (active) MPI_Abort(MPI_COMM_WORLD, 1);
   std::abort();
+}
+
+[[noreturn]] void mpi_fatal(const char* file, int line, const char* expr, int code) {
+  char error[MPI_MAX_ERROR_STRING] = {};
+  int length = 0;
+  if (MPI_Error_string(code, error, &length) != MPI_SUCCESS) {
+    std::snprintf(error, sizeof(error), "MPI error code %d", code);
+  }
+  abort_job(file, line, std::string(expr) + " failed: " + error);
 }
 
 }  // namespace detail

@@ -14,6 +14,11 @@ namespace memento::parallel {
 namespace detail {
 // Prints rank, host, file, line, the failed call and MPI's error string, then aborts every rank.
 [[noreturn]] void mpi_fatal(const char* file, int line, const char* expr, int code);
+// Prints "[rank r/n on host] FATAL file:line: message" and aborts every rank (MPI_Abort when MPI
+// is running, else this process): the end of every backend's CHECK macro.
+[[noreturn]] void abort_job(const char* file, int line, const std::string& message);
+// True between MPI_Init and MPI_Finalize.
+bool mpi_active();
 }  // namespace detail
 
 }  // namespace memento::parallel

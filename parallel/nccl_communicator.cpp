@@ -1,11 +1,8 @@
 #include "parallel/nccl_communicator.h"
 
-#include <mpi.h>
-#include <unistd.h>
 
 #include <array>
 #include <cstdint>
-#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <thread>
@@ -14,6 +11,7 @@
 #include "core/cuda/check.h"
 #include "core/error.h"
 #include "parallel/collective_checks.h"
+#include "parallel/mpi_communicator.h"
 
 namespace memento::parallel {
 namespace {
@@ -21,14 +19,6 @@ namespace {
 // The stream every op of core/cuda/ runs on by default. Named explicitly so that a build with
 // per-thread default streams still orders against the same stream as the memory pool.
 cudaStream_t compute_stream() { return cudaStreamLegacy; }
-
-bool mpi_active() {
-  int initialized = 0;
-  int finalized = 0;
-  MPI_Initialized(&initialized);
-  MPI_Finalized(&finalized);
-  return initialized && !finalized;
-}
 
 using detail::overlaps;
 using detail::where;
@@ -155,21 +145,10 @@ class DoneWork final : public Work {
 namespace detail {
 
 [[noreturn]] void nccl_fatal(const char* file, int line, const char* expr, ncclResult_t result) {
-  int rank = -1;
-  int size = 0;
-  const bool active = mpi_active();
-  if (active) {
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &size);
-  }
-  char host[256] = "?";
-  gethostname(host, sizeof(host) - 1);
   // ncclGetLastError ignores its argument: the last error is per process.
-  std::fprintf(stderr, "[rank %d/%d on %s] FATAL %s:%d: NCCL_CHECK failed: %s: %s (%s)\n", rank,
-               size, host, file, line, expr, ncclGetErrorString(result), ncclGetLastError(nullptr));
-  std::fflush(stderr);
-  if (active) MPI_Abort(MPI_COMM_WORLD, 1);
-  std::abort();
+  abort_job(file, line,
+            ::memento::detail::concat("NCCL_CHECK failed: ", expr, ": ", ncclGetErrorString(result),
+                                      " (", ncclGetLastError(nullptr), ")"));
 }
 
 }  // namespace detail

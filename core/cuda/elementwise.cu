@@ -1,6 +1,5 @@
 #include "core/cuda/elementwise.h"
 
-#include <cstring>
 #include <type_traits>
 
 #include "core/cuda/check.h"
@@ -11,63 +10,26 @@ namespace {
 
 using memento::cuda::detail::blocks_for;
 using memento::cuda::detail::from_f32;
+using memento::cuda::detail::global_thread;
+using memento::cuda::detail::grid_threads;
 using memento::cuda::detail::kWarpSize;
+using memento::cuda::detail::load_pack;
+using memento::cuda::detail::Pack;
+using memento::cuda::detail::store_pack;
 using memento::cuda::detail::to_f32;
+using memento::cuda::detail::vector_aligned;
 using memento::cuda::detail::warp_sum;
 
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / kWarpSize;
 // Elements per vectorised access: 16 bytes of bf16, 32 of f32 (one or two 16-byte loads).
 constexpr int kPack = 8;
-constexpr uintptr_t kVectorAlignment = 16;
 // Grid-stride kernels launch at most this many blocks: 2048 x 256 threads fill an H100's 132 SMs
 // several times over; larger tensors loop.
 constexpr int64_t kMaxBlocks = 2048;
 // sum_of_squares writes at most this many block partials; the count depends on numel alone, so
 // the summation order does not depend on the GPU model.
 constexpr int64_t kMaxSumBlocks = 1024;
-
-template <typename T, int kN>
-struct Pack {
-  T v[kN];
-};
-
-// kN == 1: one scalar access. Otherwise whole 16-byte words: p must be 16-byte aligned.
-template <int kN, typename T>
-__device__ __forceinline__ Pack<T, kN> load_pack(const T* p) {
-  Pack<T, kN> r;
-  if constexpr (kN == 1) {
-    r.v[0] = *p;
-  } else {
-    static_assert(sizeof(Pack<T, kN>) % sizeof(int4) == 0, "packs are whole 16-byte words");
-    constexpr int kWords = sizeof(Pack<T, kN>) / sizeof(int4);
-    int4 words[kWords];
-#pragma unroll
-    for (int w = 0; w < kWords; ++w) words[w] = reinterpret_cast<const int4*>(p)[w];
-    memcpy(&r, words, sizeof(r));
-  }
-  return r;
-}
-
-template <int kN, typename T>
-__device__ __forceinline__ void store_pack(T* p, const Pack<T, kN>& r) {
-  if constexpr (kN == 1) {
-    *p = r.v[0];
-  } else {
-    constexpr int kWords = sizeof(Pack<T, kN>) / sizeof(int4);
-    int4 words[kWords];
-    memcpy(words, &r, sizeof(r));
-#pragma unroll
-    for (int w = 0; w < kWords; ++w) reinterpret_cast<int4*>(p)[w] = words[w];
-  }
-}
-
-__device__ __forceinline__ int64_t global_thread() {
-  return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-}
-__device__ __forceinline__ int64_t grid_threads() {
-  return static_cast<int64_t>(gridDim.x) * blockDim.x;
-}
 
 // Each kernel walks n / kN packs with a grid-stride loop, then the n % kN tail elements one by
 // one. acc and x may alias (add_(x, x) doubles x): no __restrict__ on them.
@@ -155,10 +117,6 @@ __global__ void sum_partials_one_block(const double* __restrict__ partial, int64
   for (int64_t i = threadIdx.x; i < count; i += kThreads) acc += partial[i];
   const double total = block_sum(acc);
   if (threadIdx.x == 0) *out = total;
-}
-
-bool vector_aligned(const void* p) {
-  return reinterpret_cast<uintptr_t>(p) % kVectorAlignment == 0;
 }
 
 // Blocks for a grid-stride walk over n elements in packs of kN (at least one: the tail).

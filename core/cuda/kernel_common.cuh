@@ -1,5 +1,6 @@
-// Helpers shared by the CUDA kernels in core/cuda/: element loads and stores in fp32, warp sums,
-// grid sizes and the bf16/fp32 dispatch of the ops. Internal to core/cuda; not part of the API.
+// Helpers shared by the CUDA kernels in core/cuda/: element loads and stores in fp32, 16-byte
+// vector loads and stores, warp sums, grid sizes and the bf16/fp32 dispatch of the ops. Internal
+// to core/cuda; not part of the API.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -7,6 +8,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 
 #include "core/tensor.h"
 
@@ -33,6 +35,60 @@ __device__ __forceinline__ T warp_sum(T x) {
   for (int offset = kWarpSize / 2; offset > 0; offset /= 2)
     x += __shfl_xor_sync(kFullMask, x, offset);
   return x;
+}
+
+// Elements of T in one 16-byte access: 8 bf16 or 4 f32.
+constexpr uintptr_t kVectorBytes = 16;
+template <typename T>
+constexpr int kVectorWidth = static_cast<int>(kVectorBytes / sizeof(T));
+
+// kN consecutive elements, moved as whole 16-byte words (or as one element when kN == 1).
+template <typename T, int kN>
+struct Pack {
+  T v[kN];
+};
+
+// kN == 1: one scalar access. Otherwise whole 16-byte words: p must be 16-byte aligned.
+template <int kN, typename T>
+__device__ __forceinline__ Pack<T, kN> load_pack(const T* p) {
+  Pack<T, kN> r;
+  if constexpr (kN == 1) {
+    r.v[0] = *p;
+  } else {
+    static_assert(sizeof(Pack<T, kN>) % sizeof(int4) == 0, "packs are whole 16-byte words");
+    constexpr int kWords = sizeof(Pack<T, kN>) / sizeof(int4);
+    int4 words[kWords];
+#pragma unroll
+    for (int w = 0; w < kWords; ++w) words[w] = reinterpret_cast<const int4*>(p)[w];
+    memcpy(&r, words, sizeof(r));
+  }
+  return r;
+}
+
+template <int kN, typename T>
+__device__ __forceinline__ void store_pack(T* p, const Pack<T, kN>& r) {
+  if constexpr (kN == 1) {
+    *p = r.v[0];
+  } else {
+    static_assert(sizeof(Pack<T, kN>) % sizeof(int4) == 0, "packs are whole 16-byte words");
+    constexpr int kWords = sizeof(Pack<T, kN>) / sizeof(int4);
+    int4 words[kWords];
+    memcpy(words, &r, sizeof(r));
+#pragma unroll
+    for (int w = 0; w < kWords; ++w) reinterpret_cast<int4*>(p)[w] = words[w];
+  }
+}
+
+// True when p may be read and written in 16-byte words.
+inline bool vector_aligned(const void* p) {
+  return reinterpret_cast<uintptr_t>(p) % kVectorBytes == 0;
+}
+
+__device__ __forceinline__ int64_t global_thread() {
+  return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+}
+__device__ __forceinline__ int64_t grid_threads() {
+  return static_cast<int64_t>(gridDim.x) * blockDim.x;
 }
 
 inline unsigned blocks_for(int64_t n, int threads, int64_t max_blocks = 65535) {

@@ -7,8 +7,13 @@ namespace memento::ops::cuda {
 namespace {
 
 using memento::cuda::detail::from_f32;
+using memento::cuda::detail::kVectorWidth;
 using memento::cuda::detail::kWarpSize;
+using memento::cuda::detail::load_pack;
+using memento::cuda::detail::Pack;
+using memento::cuda::detail::store_pack;
 using memento::cuda::detail::to_f32;
+using memento::cuda::detail::vector_aligned;
 using memento::cuda::detail::warp_sum;
 
 constexpr int kRowsPerBlock = 8;  // warps per block, one row each
@@ -17,6 +22,19 @@ constexpr int kThreads = kRowsPerBlock * kWarpSize;
 // row count alone), then adds the block partials in block order: bit-identical run to run.
 constexpr int64_t kWeightRowBlocks = 256;
 constexpr int kColumnsPerBlock = 256;
+// Threads per block of the row-block partials, one pack of channels each: small blocks spread
+// the few (C / pack) x 256 threads over all SMs.
+constexpr int kPackThreads = 64;
+// Loads issued before the first of them is used: the weight-gradient sums are serial chains
+// (fixed order), so memory parallelism has to come from within each thread.
+constexpr int kRowsInFlight = 8;
+constexpr int kPartialsInFlight = 32;
+// Few threads run these kernels (C / pack x 256 for the partials, C for their sum): a low
+// minimum of resident blocks in __launch_bounds__ lets ptxas keep every load above in flight in
+// registers instead of trading them for an occupancy the grid never reaches (without it, ptxas
+// holds the partials kernel to 32-40 registers and so to one or two rows of loads at a time).
+constexpr int kPartialMinBlocksPerSm = 8;
+constexpr int kSumMinBlocksPerSm = 1;
 
 template <typename T>
 __global__ void rmsnorm_forward_warp_per_row(const T* __restrict__ x,
@@ -39,7 +57,9 @@ __global__ void rmsnorm_forward_warp_per_row(const T* __restrict__ x,
   for (int64_t c = lane; c < C; c += kWarpSize) yr[c] = from_f32<T>(to_f32(xr[c]) * s * weight[c]);
 }
 
-template <typename T>
+// One warp per row; lane l takes the packs l, l + 32, ... of kN channels. kN > 1 needs C % kN == 0
+// and dy, x, dx, weight 16-byte aligned; kN == 1 is one channel at a time, any C.
+template <typename T, int kN>
 __global__ void rmsnorm_backward_dx_warp_per_row(const T* __restrict__ dy, const T* __restrict__ x,
                                                  const float* __restrict__ weight,
                                                  const float* __restrict__ rstd,
@@ -50,46 +70,98 @@ __global__ void rmsnorm_backward_dx_warp_per_row(const T* __restrict__ dy, const
   const T* dyr = dy + row * C;  // (C)
   const T* xr = x + row * C;    // (C)
   T* dxr = dx + row * C;        // (C)
+  const int64_t packs = C / kN;
   // sum over channels of dy * weight * x, in fp64: dx is the difference of two terms that nearly
   // cancel when x has a large mean, so an fp32 sum cost up to 7e-5 (fp32) and 1e-2 (bf16)
   // relative error against the fp64 reference on an H200.
   double dot = 0.0;
-  for (int64_t c = lane; c < C; c += kWarpSize)
-    dot += static_cast<double>(to_f32(dyr[c]) * weight[c]) * static_cast<double>(to_f32(xr[c]));
+  for (int64_t p = lane; p < packs; p += kWarpSize) {
+    const Pack<T, kN> dyp = load_pack<kN>(dyr + p * kN);
+    const Pack<T, kN> xp = load_pack<kN>(xr + p * kN);
+    const Pack<float, kN> wp = load_pack<kN>(weight + p * kN);
+#pragma unroll
+    for (int j = 0; j < kN; ++j)
+      dot += static_cast<double>(to_f32(dyp.v[j]) * wp.v[j]) * static_cast<double>(to_f32(xp.v[j]));
+  }
   dot = warp_sum(dot);
   const float s = rstd[row];
   const auto correction =
       static_cast<float>(static_cast<double>(s) * s * s * dot / static_cast<double>(C));
-  for (int64_t c = lane; c < C; c += kWarpSize)
-    dxr[c] = from_f32<T>(s * to_f32(dyr[c]) * weight[c] - correction * to_f32(xr[c]));
+  for (int64_t p = lane; p < packs; p += kWarpSize) {
+    const Pack<T, kN> dyp = load_pack<kN>(dyr + p * kN);
+    const Pack<T, kN> xp = load_pack<kN>(xr + p * kN);
+    const Pack<float, kN> wp = load_pack<kN>(weight + p * kN);
+    Pack<T, kN> dxp;
+#pragma unroll
+    for (int j = 0; j < kN; ++j)
+      dxp.v[j] = from_f32<T>(s * to_f32(dyp.v[j]) * wp.v[j] - correction * to_f32(xp.v[j]));
+    store_pack<kN>(dxr + p * kN, dxp);
+  }
 }
 
-// Block (column tile, row block): each thread owns one channel and sums dy * x * rstd over the
-// rows of its row block; reads are coalesced along the channels.
-template <typename T>
-__global__ void rmsnorm_backward_dweight_row_block_partials(const T* __restrict__ dy,
-                                                            const T* __restrict__ x,
-                                                            const float* __restrict__ rstd,
-                                                            float* __restrict__ partial,
-                                                            int64_t rows, int64_t C,
-                                                            int64_t row_blocks) {
-  const int64_t c = static_cast<int64_t>(blockIdx.x) * kColumnsPerBlock + threadIdx.x;
+// Block (channel tile, row block): each thread owns kN consecutive channels and sums
+// dy * x * rstd over the rows of its row block in row order, kRowsInFlight rows of loads at a time;
+// reads are coalesced along the channels. kN > 1 needs C % kN == 0 and dy, x, partial 16-byte
+// aligned.
+template <typename T, int kN>
+__global__ void __launch_bounds__(kPackThreads, kPartialMinBlocksPerSm)
+    rmsnorm_backward_dweight_row_block_partials(const T* __restrict__ dy, const T* __restrict__ x,
+                                                const float* __restrict__ rstd,
+                                                float* __restrict__ partial, int64_t rows,
+                                                int64_t C, int64_t row_blocks) {
+  const int64_t c = (static_cast<int64_t>(blockIdx.x) * kPackThreads + threadIdx.x) * kN;
   const int64_t b = blockIdx.y;
   if (c >= C) return;
   const int64_t begin = b * rows / row_blocks;
   const int64_t end = (b + 1) * rows / row_blocks;
-  float acc = 0.f;
-  for (int64_t r = begin; r < end; ++r) acc += to_f32(dy[r * C + c]) * to_f32(x[r * C + c]) * rstd[r];
-  partial[b * C + c] = acc;
+  float acc[kN];
+#pragma unroll
+  for (int j = 0; j < kN; ++j) acc[j] = 0.f;
+  int64_t r = begin;
+  for (; r + kRowsInFlight <= end; r += kRowsInFlight) {
+    Pack<T, kN> dyp[kRowsInFlight];
+    Pack<T, kN> xp[kRowsInFlight];
+    float s[kRowsInFlight];
+#pragma unroll
+    for (int k = 0; k < kRowsInFlight; ++k) {
+      dyp[k] = load_pack<kN>(dy + (r + k) * C + c);
+      xp[k] = load_pack<kN>(x + (r + k) * C + c);
+      s[k] = rstd[r + k];
+    }
+#pragma unroll
+    for (int k = 0; k < kRowsInFlight; ++k)
+#pragma unroll
+      for (int j = 0; j < kN; ++j) acc[j] += to_f32(dyp[k].v[j]) * to_f32(xp[k].v[j]) * s[k];
+  }
+  for (; r < end; ++r) {
+    const Pack<T, kN> dyp = load_pack<kN>(dy + r * C + c);
+    const Pack<T, kN> xp = load_pack<kN>(x + r * C + c);
+#pragma unroll
+    for (int j = 0; j < kN; ++j) acc[j] += to_f32(dyp.v[j]) * to_f32(xp.v[j]) * rstd[r];
+  }
+  Pack<float, kN> out;
+#pragma unroll
+  for (int j = 0; j < kN; ++j) out.v[j] = acc[j];
+  store_pack<kN>(partial + b * C + c, out);
 }
 
-__global__ void rmsnorm_backward_dweight_sum_partials(const float* __restrict__ partial,
-                                                      float* __restrict__ dweight, int64_t C,
-                                                      int64_t row_blocks) {
+// dweight[c] += the row-block partials of channel c added in block order.
+__global__ void __launch_bounds__(kColumnsPerBlock, kSumMinBlocksPerSm)
+    rmsnorm_backward_dweight_sum_partials(const float* __restrict__ partial,
+                                          float* __restrict__ dweight, int64_t C,
+                                          int64_t row_blocks) {
   const int64_t c = static_cast<int64_t>(blockIdx.x) * kColumnsPerBlock + threadIdx.x;
   if (c >= C) return;
   float sum = 0.f;
-  for (int64_t b = 0; b < row_blocks; ++b) sum += partial[b * C + c];
+  int64_t b = 0;
+  for (; b + kPartialsInFlight <= row_blocks; b += kPartialsInFlight) {
+    float p[kPartialsInFlight];
+#pragma unroll
+    for (int k = 0; k < kPartialsInFlight; ++k) p[k] = partial[(b + k) * C + c];
+#pragma unroll
+    for (int k = 0; k < kPartialsInFlight; ++k) sum += p[k];
+  }
+  for (; b < row_blocks; ++b) sum += partial[b * C + c];
   dweight[c] += sum;
 }
 
@@ -118,18 +190,32 @@ void launch_rmsnorm_backward(const T* dy, const T* x, const float* weight, const
                              float* dweight, float* partial, int64_t rows, int64_t C,
                              cudaStream_t stream) {
   if (rows == 0 || C == 0) return;
+  constexpr int kN = kVectorWidth<T>;  // 8 bf16 or 4 f32: one 16-byte word of dy or x
+  const bool packed_rows = C % kN == 0 && vector_aligned(dy) && vector_aligned(x);
   const unsigned row_tiles = static_cast<unsigned>((rows + kRowsPerBlock - 1) / kRowsPerBlock);
-  rmsnorm_backward_dx_warp_per_row<T>
-      <<<row_tiles, kThreads, 0, stream>>>(dy, x, weight, rstd, dx, rows, C);
+  if (packed_rows && vector_aligned(dx) && vector_aligned(weight))
+    rmsnorm_backward_dx_warp_per_row<T, kN>
+        <<<row_tiles, kThreads, 0, stream>>>(dy, x, weight, rstd, dx, rows, C);
+  else
+    rmsnorm_backward_dx_warp_per_row<T, 1>
+        <<<row_tiles, kThreads, 0, stream>>>(dy, x, weight, rstd, dx, rows, C);
   CUDA_CHECK_LAUNCH();
   const int64_t row_blocks = rmsnorm_backward_partial_rows(rows);
-  const dim3 grid(static_cast<unsigned>((C + kColumnsPerBlock - 1) / kColumnsPerBlock),
-                  static_cast<unsigned>(row_blocks));
-  rmsnorm_backward_dweight_row_block_partials<T>
-      <<<grid, kColumnsPerBlock, 0, stream>>>(dy, x, rstd, partial, rows, C, row_blocks);
+  const auto partial_grid = [&](int64_t pack) {
+    const int64_t packs = C / pack;
+    return dim3(static_cast<unsigned>((packs + kPackThreads - 1) / kPackThreads),
+                static_cast<unsigned>(row_blocks));
+  };
+  if (packed_rows && vector_aligned(partial))
+    rmsnorm_backward_dweight_row_block_partials<T, kN>
+        <<<partial_grid(kN), kPackThreads, 0, stream>>>(dy, x, rstd, partial, rows, C, row_blocks);
+  else
+    rmsnorm_backward_dweight_row_block_partials<T, 1>
+        <<<partial_grid(1), kPackThreads, 0, stream>>>(dy, x, rstd, partial, rows, C, row_blocks);
   CUDA_CHECK_LAUNCH();
-  rmsnorm_backward_dweight_sum_partials<<<grid.x, kColumnsPerBlock, 0, stream>>>(partial, dweight,
-                                                                                 C, row_blocks);
+  const auto column_tiles = static_cast<unsigned>((C + kColumnsPerBlock - 1) / kColumnsPerBlock);
+  rmsnorm_backward_dweight_sum_partials<<<column_tiles, kColumnsPerBlock, 0, stream>>>(
+      partial, dweight, C, row_blocks);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -39,6 +39,20 @@ inline Tensor random_gpu(Shape shape, DType dtype, uint64_t seed, float mean = 0
   return gpu;
 }
 
+// A random GPU tensor of `shape` seen through a view one element into a larger buffer, so that no
+// pointer is 16-byte aligned and the ops take their scalar paths. The owner keeps the bytes alive.
+struct MisalignedGpu {
+  Tensor owner;
+  TensorView view;
+};
+inline MisalignedGpu random_gpu_misaligned(Shape shape, DType dtype, uint64_t seed,
+                                           float mean = 0.f, float std = 1.f) {
+  MisalignedGpu m;
+  m.owner = random_gpu(Shape{shape.numel() + 1}, dtype, seed, mean, std);
+  m.view = m.owner.view().flat_range(1, shape);
+  return m;
+}
+
 // An fp64 CPU copy of any tensor (the exact values it holds).
 inline Tensor to_cpu_f64(const TensorView& t) {
   Tensor h = Tensor::empty(t.shape(), DType::kF64);

@@ -23,8 +23,10 @@ std::string label(const char* op, const Case& c) {
 std::vector<Case> grid() {
   std::vector<Case> cases;
   for (DType dtype : {DType::kF32, DType::kBF16})
+    // 4100 rows: 16 or 17 per weight-gradient row block, so whole groups of loads and a tail.
     for (const Shape& s : {Shape{1, 1}, Shape{3, 7}, Shape{4, 32}, Shape{2, 5, 33},
-                           Shape{17, 100}, Shape{64, 768}, Shape{300, 1024}, Shape{9, 4099}})
+                           Shape{17, 100}, Shape{64, 768}, Shape{300, 1024}, Shape{9, 4099},
+                           Shape{4100, 96}})
       cases.push_back({s, dtype});
   return cases;
 }
@@ -76,6 +78,32 @@ TEST_F(CudaRmsnorm, BackwardMatchesCpuAndAccumulatesDweight) {
     if (C > 1) expect_parity(label("rmsnorm_backward.dx", c), dx, dx_ref, c.dtype);
     // dweight is fp32 and sums fp32 products of exactly the values the CPU sees.
     expect_parity(label("rmsnorm_backward.dweight", c), dw, dw_ref, DType::kF32);
+  }
+}
+
+// dy, x, dx one element in: the scalar paths of the backward where C allows 16-byte packs.
+TEST_F(CudaRmsnorm, BackwardOnMisalignedViewsMatchesCpu) {
+  uint64_t seed = 300;
+  for (DType dtype : {DType::kF32, DType::kBF16}) {
+    const Case c{Shape{2100, 64}, dtype};
+    const int64_t C = c.x[-1];
+    const int64_t rows = c.x.numel() / C;
+    const MisalignedGpu x = random_gpu_misaligned(c.x, c.dtype, seed++);
+    const MisalignedGpu dy = random_gpu_misaligned(c.x, c.dtype, seed++);
+    const MisalignedGpu dx = random_gpu_misaligned(c.x, c.dtype, seed++);
+    const Tensor w = random_gpu(Shape{C}, DType::kF32, seed++, 1.f, 0.2f);  // (C)
+    const Tensor dw = random_gpu(Shape{C}, DType::kF32, seed++);            // (C), accumulated
+    const Tensor y = Tensor::empty(c.x, c.dtype, kGpu);
+    const Tensor rstd = Tensor::empty(Shape{rows}, DType::kF32, kGpu);
+    ops::cuda::rmsnorm_forward(x.view, w, kEps, y, rstd);
+
+    const Tensor dw_ref = to_cpu_f64(dw);
+    const Tensor dx_ref = Tensor::empty(c.x, DType::kF64);
+    ops::rmsnorm_backward(to_cpu_f64(dy.view), to_cpu_f64(x.view), to_cpu_f64(w),
+                          to_cpu_f64(rstd), dx_ref, dw_ref);
+    ops::cuda::rmsnorm_backward(dy.view, x.view, w, rstd, dx.view, dw);
+    expect_parity(label("rmsnorm_backward.dx.misaligned", c), dx.view, dx_ref, c.dtype);
+    expect_parity(label("rmsnorm_backward.dweight.misaligned", c), dw, dw_ref, DType::kF32);
   }
 }
 

@@ -27,7 +27,9 @@ std::vector<Case> grid() {
   for (DType dtype : {DType::kF32, DType::kBF16})
     for (const Shape& s :
          {Shape{1, 1, 1, 2}, Shape{2, 7, 3, 16}, Shape{2, 33, 4, 32}, Shape{1, 128, 8, 64},
-          Shape{2, 64, 3, 128}, Shape{3, 5, 2, 96}, Shape{4, 1024, 12, 64}, Shape{2, 2048, 8, 128}})
+          Shape{2, 64, 3, 128}, Shape{3, 5, 2, 96}, Shape{4, 1024, 12, 64}, Shape{2, 2048, 8, 128},
+          // HS/2 = 4 (bf16: no whole 16-byte pack, scalar path) and HS/2 = 9 (odd: scalar path)
+          Shape{2, 9, 3, 8}, Shape{2, 5, 2, 18}})
       cases.push_back({s, dtype});
   return cases;
 }
@@ -78,6 +80,23 @@ TEST_F(CudaRope, OffsetPositionsMatchCpu) {
   ops::rope_(x_ref, tab.reference);
   ops::cuda::rope_(x, tab.cos, tab.sin);
   expect_parity(label("rope.x.offset", c), x, x_ref, c.dtype);
+}
+
+// x one element in: the scalar path where HS/2 would allow 16-byte packs.
+TEST_F(CudaRope, MisalignedViewMatchesCpu) {
+  uint64_t seed = 70;
+  for (DType dtype : {DType::kF32, DType::kBF16}) {
+    const Case c{Shape{2, 64, 4, 64}, dtype};
+    const Tables tab = tables(c.x[1], c.x[3]);
+    const MisalignedGpu x = random_gpu_misaligned(c.x, c.dtype, seed++);
+    const Tensor x_ref = to_cpu_f64(x.view);
+    ops::rope_(x_ref, tab.reference);
+    ops::cuda::rope_(x.view, tab.cos, tab.sin);
+    expect_parity(label("rope.x.misaligned", c), x.view, x_ref, c.dtype);
+    ops::rope_backward_(x_ref, tab.reference);
+    ops::cuda::rope_backward_(x.view, tab.cos, tab.sin);
+    expect_parity(label("rope_backward.dx.misaligned", c), x.view, x_ref, c.dtype);
+  }
 }
 
 TEST_F(CudaRope, BackwardUndoesForwardInFp32) {

@@ -45,6 +45,32 @@ TEST_F(CudaSwiglu, ForwardAndBackwardMatchCpu) {
   }
 }
 
+// Views one element in: the scalar path of both kernels (the grid above takes the 16-byte one).
+TEST_F(CudaSwiglu, MisalignedViewsMatchCpu) {
+  uint64_t seed = 50;
+  for (DType dtype : {DType::kF32, DType::kBF16}) {
+    const Shape s{3, 70001};
+    const MisalignedGpu g = random_gpu_misaligned(s, dtype, seed++, 0.f, 3.f);
+    const MisalignedGpu u = random_gpu_misaligned(s, dtype, seed++);
+    const MisalignedGpu dh = random_gpu_misaligned(s, dtype, seed++);
+    const MisalignedGpu h = random_gpu_misaligned(s, dtype, seed++);
+    const MisalignedGpu dg = random_gpu_misaligned(s, dtype, seed++);
+    const MisalignedGpu du = random_gpu_misaligned(s, dtype, seed++);
+    ops::cuda::swiglu_forward(g.view, u.view, h.view);
+    ops::cuda::swiglu_backward(dh.view, g.view, u.view, dg.view, du.view);
+
+    const Tensor g64 = to_cpu_f64(g.view), u64 = to_cpu_f64(u.view), dh64 = to_cpu_f64(dh.view);
+    const Tensor h_ref = Tensor::empty(s, DType::kF64);
+    const Tensor dg_ref = Tensor::empty(s, DType::kF64);
+    const Tensor du_ref = Tensor::empty(s, DType::kF64);
+    ops::swiglu_forward(g64, u64, h_ref);
+    ops::swiglu_backward(dh64, g64, u64, dg_ref, du_ref);
+    expect_parity(label("swiglu_forward.h.misaligned", dtype, s), h.view, h_ref, dtype);
+    expect_parity(label("swiglu_backward.dg.misaligned", dtype, s), dg.view, dg_ref, dtype);
+    expect_parity(label("swiglu_backward.du.misaligned", dtype, s), du.view, du_ref, dtype);
+  }
+}
+
 TEST_F(CudaSwiglu, BackwardRunsInPlace) {
   const Shape s{64, 100};
   const Tensor g = random_gpu(s, DType::kF32, 1), u = random_gpu(s, DType::kF32, 2);
@@ -54,6 +80,16 @@ TEST_F(CudaSwiglu, BackwardRunsInPlace) {
   ops::cuda::swiglu_backward(dh, g, u, g, u);  // dg aliases g, du aliases u
   EXPECT_EQ(values(g), values(dg));
   EXPECT_EQ(values(u), values(du));
+  // bf16, 16-byte packs with a tail (6403 = 800 packs of 8 + 3)
+  const Shape t{19, 337};
+  const Tensor gb = random_gpu(t, DType::kBF16, 4), ub = random_gpu(t, DType::kBF16, 5);
+  const Tensor dhb = random_gpu(t, DType::kBF16, 6);
+  const Tensor dgb = Tensor::empty(t, DType::kBF16, kGpu);
+  const Tensor dub = Tensor::empty(t, DType::kBF16, kGpu);
+  ops::cuda::swiglu_backward(dhb, gb, ub, dgb, dub);
+  ops::cuda::swiglu_backward(dhb, gb, ub, gb, ub);
+  EXPECT_EQ(values(gb), values(dgb));
+  EXPECT_EQ(values(ub), values(dub));
 }
 
 TEST_F(CudaSwiglu, RejectsMismatchedShapes) {

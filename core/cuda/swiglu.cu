@@ -56,27 +56,32 @@ __global__ void swiglu_forward_elementwise(const T* g, const T* u, T* h, int64_t
 }
 
 template <typename T, int kN>
-__global__ void swiglu_backward_elementwise(const T* dh, const T* g, const T* u, T* dg, T* du,
+__global__ void swiglu_backward_elementwise(const T* dh, const T* g, const T* u, T* dg, T* du, T* h,
                                             int64_t n) {
   const int64_t packs = n / kN;
   for (int64_t i = global_thread(); i < packs; i += grid_threads()) {
     const Pack<T, kN> dhp = load_pack<kN>(dh + i * kN);
     const Pack<T, kN> gp = load_pack<kN>(g + i * kN);
     const Pack<T, kN> up = load_pack<kN>(u + i * kN);
-    Pack<T, kN> dgp, dup;
+    Pack<T, kN> dgp, dup, hp;
 #pragma unroll
     for (int j = 0; j < kN; ++j) {
-      const SwigluGrads d = swiglu_grads(to_f32(dhp.v[j]), to_f32(gp.v[j]), to_f32(up.v[j]));
+      const float gj = to_f32(gp.v[j]), uj = to_f32(up.v[j]);
+      const SwigluGrads d = swiglu_grads(to_f32(dhp.v[j]), gj, uj);
       dgp.v[j] = from_f32<T>(d.dg);
       dup.v[j] = from_f32<T>(d.du);
+      if (h) hp.v[j] = from_f32<T>(swiglu_h(gj, uj));
     }
     store_pack<kN>(dg + i * kN, dgp);
     store_pack<kN>(du + i * kN, dup);
+    if (h) store_pack<kN>(h + i * kN, hp);
   }
   for (int64_t i = packs * kN + global_thread(); i < n; i += grid_threads()) {
-    const SwigluGrads d = swiglu_grads(to_f32(dh[i]), to_f32(g[i]), to_f32(u[i]));
+    const float gi = to_f32(g[i]), ui = to_f32(u[i]);
+    const SwigluGrads d = swiglu_grads(to_f32(dh[i]), gi, ui);
     dg[i] = from_f32<T>(d.dg);
     du[i] = from_f32<T>(d.du);
+    if (h) h[i] = from_f32<T>(swiglu_h(gi, ui));
   }
 }
 
@@ -99,16 +104,16 @@ void launch_swiglu_forward(const T* g, const T* u, T* h, int64_t n, cudaStream_t
 }
 
 template <typename T>
-void launch_swiglu_backward(const T* dh, const T* g, const T* u, T* dg, T* du, int64_t n,
+void launch_swiglu_backward(const T* dh, const T* g, const T* u, T* dg, T* du, T* h, int64_t n,
                             cudaStream_t stream) {
   if (n == 0) return;
   if (vector_aligned(dh) && vector_aligned(g) && vector_aligned(u) && vector_aligned(dg) &&
-      vector_aligned(du))
+      vector_aligned(du) && (h == nullptr || vector_aligned(h)))
     swiglu_backward_elementwise<T, kPack>
-        <<<grid_for<kPack>(n), kThreads, 0, stream>>>(dh, g, u, dg, du, n);
+        <<<grid_for<kPack>(n), kThreads, 0, stream>>>(dh, g, u, dg, du, h, n);
   else
     swiglu_backward_elementwise<T, 1>
-        <<<grid_for<1>(n), kThreads, 0, stream>>>(dh, g, u, dg, du, n);
+        <<<grid_for<1>(n), kThreads, 0, stream>>>(dh, g, u, dg, du, h, n);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -117,10 +122,11 @@ template void launch_swiglu_forward<float>(const float*, const float*, float*, i
 template void launch_swiglu_forward<__nv_bfloat16>(const __nv_bfloat16*, const __nv_bfloat16*,
                                                    __nv_bfloat16*, int64_t, cudaStream_t);
 template void launch_swiglu_backward<float>(const float*, const float*, const float*, float*,
-                                            float*, int64_t, cudaStream_t);
+                                            float*, float*, int64_t, cudaStream_t);
 template void launch_swiglu_backward<__nv_bfloat16>(const __nv_bfloat16*, const __nv_bfloat16*,
                                                     const __nv_bfloat16*, __nv_bfloat16*,
-                                                    __nv_bfloat16*, int64_t, cudaStream_t);
+                                                    __nv_bfloat16*, __nv_bfloat16*, int64_t,
+                                                    cudaStream_t);
 
 void swiglu_forward(const TensorView& g, const TensorView& u, const TensorView& h,
                     cudaStream_t stream) {
@@ -138,18 +144,25 @@ void swiglu_forward(const TensorView& g, const TensorView& u, const TensorView& 
 }
 
 void swiglu_backward(const TensorView& dh, const TensorView& g, const TensorView& u,
-                     const TensorView& dg, const TensorView& du, cudaStream_t stream) {
+                     const TensorView& dg, const TensorView& du, const TensorView* h,
+                     cudaStream_t stream) {
   const char* op = "cuda::swiglu_backward";
   memento::cuda::detail::expect_cuda({dh, g, u, dg, du}, op);
   for (const TensorView* t : {&dh, &u, &dg, &du}) {
     expect_shape(*t, g.shape(), "cuda::swiglu_backward: dh, u, dg, du");
     expect_dtype(*t, g.dtype(), "cuda::swiglu_backward: dh, u, dg, du");
   }
+  if (h) {
+    memento::cuda::detail::expect_cuda({*h}, op);
+    expect_shape(*h, g.shape(), "cuda::swiglu_backward: h");
+    expect_dtype(*h, g.dtype(), "cuda::swiglu_backward: h");
+  }
   memento::cuda::detail::dispatch_activation(g.dtype(), op, "g", [&](auto zero) {
     using T = decltype(zero);
     launch_swiglu_backward(static_cast<const T*>(dh.raw()), static_cast<const T*>(g.raw()),
                            static_cast<const T*>(u.raw()), static_cast<T*>(dg.raw()),
-                           static_cast<T*>(du.raw()), g.numel(), stream);
+                           static_cast<T*>(du.raw()), h ? static_cast<T*>(h->raw()) : nullptr,
+                           g.numel(), stream);
   });
 }
 

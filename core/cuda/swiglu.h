@@ -14,16 +14,19 @@ namespace memento::ops::cuda {
 void swiglu_forward(const TensorView& g, const TensorView& u, const TensorView& h,
                     cudaStream_t stream = nullptr);
 
-// dg = dh * u * silu'(g), du = dh * silu(g) (both overwritten); all (..., F), one dtype. Each
-// element is read before it is written, so dg may alias g (or dh) and du may alias u.
+// dg = dh * u * silu'(g), du = dh * silu(g) (both overwritten); all (..., F), one dtype. With
+// `h`, also h = silu(g) * u, bit for bit what swiglu_forward writes. Each element is read before
+// any output of it is written, so dg may alias g, du may alias u and h may alias dh.
 void swiglu_backward(const TensorView& dh, const TensorView& g, const TensorView& u,
-                     const TensorView& dg, const TensorView& du, cudaStream_t stream = nullptr);
+                     const TensorView& dg, const TensorView& du, const TensorView* h = nullptr,
+                     cudaStream_t stream = nullptr);
 
 // Launchers on raw device pointers (T = float or __nv_bfloat16); they check the launch.
 template <typename T>
 void launch_swiglu_forward(const T* g, const T* u, T* h, int64_t n, cudaStream_t stream);
+// h may be null (not written).
 template <typename T>
-void launch_swiglu_backward(const T* dh, const T* g, const T* u, T* dg, T* du, int64_t n,
+void launch_swiglu_backward(const T* dh, const T* g, const T* u, T* dg, T* du, T* h, int64_t n,
                             cudaStream_t stream);
 
 }  // namespace memento::ops::cuda

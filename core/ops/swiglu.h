@@ -9,9 +9,11 @@ namespace memento::ops {
 // g, u, h (..., F), one shape and dtype.
 void swiglu_forward(const TensorView& g, const TensorView& u, const TensorView& h);
 
-// dg = dh * u * silu'(g), du = dh * silu(g) (both overwritten); all (..., F). Each element is
-// read before it is written, so dg may alias g (or dh) and du may alias u, for in-place use.
+// dg = dh * u * silu'(g), du = dh * silu(g) (both overwritten); all (..., F). With `h`, also
+// h = silu(g) * u, the forward's output rebuilt in the same pass (a layer that did not keep it
+// needs it for its next weight gradient). Each element is read before any output of it is
+// written, so dg may alias g, du may alias u, and h may alias dh, for in-place use.
 void swiglu_backward(const TensorView& dh, const TensorView& g, const TensorView& u,
-                     const TensorView& dg, const TensorView& du);
+                     const TensorView& dg, const TensorView& du, const TensorView* h = nullptr);
 
 }  // namespace memento::ops

@@ -85,6 +85,34 @@ TEST(LayersLinear, MetaDryRunGivesShapesAndRecords) {
   EXPECT_EQ(store.records()[0].bytes, 2u * 5 * 8 * 4);
 }
 
+// backward_input then backward_weight (x handed over, nothing saved) is backward bit for bit.
+TEST(LayersLinear, SplitBackwardEqualsBackward) {
+  ParameterSet params;
+  Linear linear(params, "proj", 9, 5, 0.3f);
+  params.allocate(DType::kF32);
+  params.initialize(7);
+  const Tensor x = random_tensor(Shape{2, 3, 9}, DType::kF32, 8);
+  const Tensor dy = random_tensor(Shape{2, 3, 5}, DType::kF32, 9);
+  KeepActivationStore store;
+  LayerContext ctx{params, store, true};
+  linear.forward(ctx, x);
+  const Tensor dx = linear.backward(ctx, dy);
+  const TensorView grad = params.grad(linear.weight());
+  const std::vector<float> dw(grad.data<float>(), grad.data<float>() + grad.numel());
+  params.zero_grads();
+
+  LayerContext no_save{params, store, false};
+  linear.forward(no_save, x);
+  EXPECT_TRUE(store.empty());
+  const Tensor dx_split = linear.backward_input(ctx, dy);
+  linear.backward_weight(ctx, dy, x);
+  ASSERT_EQ(dx_split.shape(), x.shape());
+  EXPECT_EQ(std::memcmp(dx_split.data<float>(), dx.data<float>(), dx.bytes()), 0);
+  EXPECT_EQ(std::memcmp(grad.data<float>(), dw.data(), grad.bytes()), 0);
+  EXPECT_THROW(linear.backward_weight(ctx, dy, Tensor::zeros(Shape{2, 3, 8}, DType::kF32)),
+               ShapeError);
+}
+
 TEST(LayersLinear, ShapeErrorsNameTheLayer) {
   ParameterSet params;
   Linear linear(params, "proj", 8, 12, 0.02f);

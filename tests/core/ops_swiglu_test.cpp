@@ -61,6 +61,32 @@ TEST(OpsSwiGLU, InPlaceBackwardEqualsOutOfPlace) {
   EXPECT_EQ(std::memcmp(u.data<float>(), du.data<float>(), du.bytes()), 0);
 }
 
+// The backward's rebuilt h is the forward's h bit for bit, also written over dh in place.
+TEST(OpsSwiGLU, BackwardRebuildsForwardOutputInPlace) {
+  for (DType dtype : {DType::kF32, DType::kF64}) {
+    const Shape shape{5, 33};
+    const Tensor g = random_tensor(shape, dtype, 11, 3.0), u = random_tensor(shape, dtype, 12);
+    const Tensor dh = random_tensor(shape, dtype, 13);
+    const Tensor h = Tensor::empty(shape, dtype);
+    ops::swiglu_forward(g, u, h);
+    const Tensor dg = Tensor::empty(shape, dtype), du = Tensor::empty(shape, dtype);
+    ops::swiglu_backward(dh, g, u, dg, du);  // without h
+    const TensorView in_place = dh;
+    ops::swiglu_backward(dh, g, u, g, u, &in_place);  // g, u, dh become dg, du, h
+    EXPECT_EQ(std::memcmp(dh.view().raw(), h.view().raw(), h.bytes()), 0) << dtype_name(dtype);
+    EXPECT_EQ(std::memcmp(g.view().raw(), dg.view().raw(), dg.bytes()), 0) << dtype_name(dtype);
+    EXPECT_EQ(std::memcmp(u.view().raw(), du.view().raw(), du.bytes()), 0) << dtype_name(dtype);
+  }
+  const Tensor a = Tensor::zeros(Shape{2, 8}, DType::kF32);
+  const TensorView wrong = Tensor::zeros(Shape{2, 7}, DType::kF32);
+  try {
+    ops::swiglu_backward(a, a, a, a, a, &wrong);
+    ADD_FAILURE() << "no ShapeError";
+  } catch (const ShapeError& e) {
+    EXPECT_NE(std::string(e.what()).find("swiglu_backward: h"), std::string::npos) << e.what();
+  }
+}
+
 TEST(OpsSwiGLU, ExtremeGatesStayFinite) {
   const Tensor g = Tensor::empty(Shape{4}, DType::kF32), u = Tensor::empty(Shape{4}, DType::kF32);
   const float gs[4] = {-1000.0f, -90.0f, 90.0f, 1000.0f};

@@ -24,8 +24,8 @@ TEST_F(CudaSwiglu, ForwardAndBackwardMatchCpu) {
   for (DType dtype : {DType::kF32, DType::kBF16}) {
     for (const Shape& s : shapes()) {
       const Tensor g = random_gpu(s, dtype, seed++, 0.f, 3.f);  // (..., F)
-      const Tensor u = random_gpu(s, dtype, seed++);             // (..., F)
-      const Tensor dh = random_gpu(s, dtype, seed++);            // (..., F)
+      const Tensor u = random_gpu(s, dtype, seed++);            // (..., F)
+      const Tensor dh = random_gpu(s, dtype, seed++);           // (..., F)
       const Tensor h = Tensor::empty(s, dtype, kGpu);
       const Tensor dg = Tensor::empty(s, dtype, kGpu);
       const Tensor du = Tensor::empty(s, dtype, kGpu);
@@ -56,8 +56,10 @@ TEST_F(CudaSwiglu, MisalignedViewsMatchCpu) {
     const MisalignedGpu h = random_gpu_misaligned(s, dtype, seed++);
     const MisalignedGpu dg = random_gpu_misaligned(s, dtype, seed++);
     const MisalignedGpu du = random_gpu_misaligned(s, dtype, seed++);
+    const MisalignedGpu h2 = random_gpu_misaligned(s, dtype, seed++);
     ops::cuda::swiglu_forward(g.view, u.view, h.view);
-    ops::cuda::swiglu_backward(dh.view, g.view, u.view, dg.view, du.view);
+    ops::cuda::swiglu_backward(dh.view, g.view, u.view, dg.view, du.view, &h2.view);
+    EXPECT_EQ(values(h2.view), values(h.view)) << "rebuilt h, " << dtype_name(dtype);
 
     const Tensor g64 = to_cpu_f64(g.view), u64 = to_cpu_f64(u.view), dh64 = to_cpu_f64(dh.view);
     const Tensor h_ref = Tensor::empty(s, DType::kF64);
@@ -90,6 +92,28 @@ TEST_F(CudaSwiglu, BackwardRunsInPlace) {
   ops::cuda::swiglu_backward(dhb, gb, ub, gb, ub);
   EXPECT_EQ(values(gb), values(dgb));
   EXPECT_EQ(values(ub), values(dub));
+}
+
+// The backward's h (written over dh, as the MLP does) is the forward's h bit for bit, on the
+// 16-byte path with a tail and on the scalar path.
+TEST_F(CudaSwiglu, BackwardRebuildsForwardOutputInPlace) {
+  uint64_t seed = 70;
+  for (DType dtype : {DType::kF32, DType::kBF16}) {
+    for (const Shape& s : {Shape{19, 337}, Shape{7}}) {
+      const Tensor g = random_gpu(s, dtype, seed++, 0.f, 3.f), u = random_gpu(s, dtype, seed++);
+      const Tensor dh = random_gpu(s, dtype, seed++);
+      const Tensor h = Tensor::empty(s, dtype, kGpu);
+      const Tensor dg = Tensor::empty(s, dtype, kGpu), du = Tensor::empty(s, dtype, kGpu);
+      ops::cuda::swiglu_forward(g, u, h);
+      ops::cuda::swiglu_backward(dh, g, u, dg, du);
+      const TensorView in_place = dh;
+      ops::cuda::swiglu_backward(dh, g, u, g, u, &in_place);
+      const std::string where = label("swiglu_backward.h", dtype, s);
+      EXPECT_EQ(values(dh), values(h)) << where;
+      EXPECT_EQ(values(g), values(dg)) << where;
+      EXPECT_EQ(values(u), values(du)) << where;
+    }
+  }
 }
 
 TEST_F(CudaSwiglu, RejectsMismatchedShapes) {

@@ -52,6 +52,14 @@ MemoryResource* cuda_device_memory(Device device) {
 #endif
 }
 
+MemoryResource* pinned_host_memory() {
+#ifdef MEMENTO_WITH_CUDA
+  return cuda::pinned_host_resource();
+#else
+  return default_resource(Device::cpu());
+#endif
+}
+
 void synchronize(Device device) {
 #ifdef MEMENTO_WITH_CUDA
   if (device.kind == DeviceKind::kCuda) {

@@ -15,6 +15,9 @@ namespace memento {
 Device select_cuda_device(int local_rank, int local_world, const std::string& what);
 // The process-wide caching pool of a CUDA device.
 MemoryResource* cuda_device_memory(Device device);
+// Page-locked host memory for copies to and from a GPU (DMA straight from it, no staging copy
+// by the driver); the CPU's default resource in a build without CUDA.
+MemoryResource* pinned_host_memory();
 // Waits until the device has finished all queued work (no-op for the CPU and kMeta).
 void synchronize(Device device);
 // "NVIDIA H200 (cuda:0, 139.8 GiB)" or "cpu".

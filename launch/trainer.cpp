@@ -32,15 +32,19 @@ double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-// B windows of T + 1 tokens split into inputs and next-token targets.
-Batch split_windows(const std::vector<int32_t>& windows, int64_t B, int64_t T) {
-  Batch b{Tensor::empty(Shape{B, T}, DType::kI32), Tensor::empty(Shape{B, T}, DType::kI32)};
+Batch host_batch(int64_t B, int64_t T, MemoryResource* memory = nullptr) {
+  return {Tensor::empty(Shape{B, T}, DType::kI32, Device::cpu(), memory),
+          Tensor::empty(Shape{B, T}, DType::kI32, Device::cpu(), memory)};
+}
+
+// B windows of T + 1 tokens split into inputs and next-token targets: b's (B, T) host tensors.
+void split_windows(const std::vector<int32_t>& windows, const Batch& b) {
+  const int64_t B = b.tokens.size(0), T = b.tokens.size(1);
   for (int64_t i = 0; i < B; ++i) {
     const int32_t* w = windows.data() + i * (T + 1);
     std::copy(w, w + T, b.tokens.data<int32_t>() + i * T);
     std::copy(w + 1, w + T + 1, b.targets.data<int32_t>() + i * T);
   }
-  return b;
 }
 
 std::string format_duration(double seconds) {
@@ -64,7 +68,6 @@ std::string read_text_file(const std::string& path) {
   return os.str();
 }
 
-
 // Registers the part of `buffer` that lies in `range` of the flat parameter layout, one entry per
 // parameter: the whole tensor, or a slice of it where the range cuts through it. buffer[0] is
 // flat offset `origin`.
@@ -78,8 +81,9 @@ void add_flat_range(checkpoint::StateRegistry& registry, const std::string& pref
     if (end - begin == e.shape.numel()) {
       registry.add_tensor(prefix + e.name, buffer.flat_range(e.offset - origin, e.shape));
     } else {
-      registry.add_tensor_slice(prefix + e.name, buffer.flat_range(begin - origin, Shape{end - begin}),
-                                e.shape, begin - e.offset);
+      registry.add_tensor_slice(prefix + e.name,
+                                buffer.flat_range(begin - origin, Shape{end - begin}), e.shape,
+                                begin - e.offset);
     }
   }
 }
@@ -107,8 +111,8 @@ Trainer::Trainer(Config config, bool resume, parallel::ProcessGroups& groups)
 void Trainer::init(bool resume) {
   memory_scope_ = std::make_unique<ScopedDefaultResource>(&memory_);
   if (config_.memory.budget_bytes > 0) {
-    budget_ = std::make_unique<LimitResource>(&memory_,
-                                              static_cast<size_t>(config_.memory.budget_bytes));
+    budget_ =
+        std::make_unique<LimitResource>(&memory_, static_cast<size_t>(config_.memory.budget_bytes));
     budget_scope_ = std::make_unique<ScopedDefaultResource>(budget_.get());
   }
   const int threads = set_num_threads(static_cast<int>(config_.train.threads));
@@ -120,6 +124,7 @@ void Trainer::init(bool resume) {
     device_ = select_cuda_device(launch.local_rank, launch.local_world, "model.device");
     gpu_memory_ = std::make_unique<TrackingResource>(cuda_device_memory(device_));
     gpu_scope_ = std::make_unique<ScopedDefaultResource>(gpu_memory_.get());
+    pinned_memory_ = std::make_unique<TrackingResource>(pinned_host_memory());
     MEMENTO_LOG_INFO("device: ", describe_device(device_), "; every tensor from its caching pool, ",
                      "plus ", format_bytes(static_cast<double>(gpu_library_workspace_bytes())),
                      " of cuBLASLt workspace");
@@ -130,8 +135,8 @@ void Trainer::init(bool resume) {
   MEMENTO_LOG_INFO("resolved config:\n", resolved_config_);
 
   const int dp_size = dp_.size();
-  MEMENTO_EXPECT(dp_size == config_.parallel.dp, ConfigError, "parallel.dp = ",
-                 config_.parallel.dp, " but the data-parallel group has ", dp_size, " ranks");
+  MEMENTO_EXPECT(dp_size == config_.parallel.dp, ConfigError, "parallel.dp = ", config_.parallel.dp,
+                 " but the data-parallel group has ", dp_size, " ranks");
   const bool writer = groups_.world().rank() == 0;  // rank 0 writes the run's files
   if (writer) {
     fs::create_directories(config_.run.out_dir);
@@ -145,13 +150,14 @@ void Trainer::init(bool resume) {
   plan_ = plan_memory(config_.model, train.micro_batch, train.seq_len, kAdamWBytesPerParam);
   if (zero1) plan_.optimizer_states /= static_cast<size_t>(dp_size);
   MEMENTO_LOG_INFO(format_memory_table(
-      plan_, detail::concat("memory plan (per rank, ", dtype_name(config_.model.dtype),
-                            config_.model.dtype == DType::kBF16 ? " mixed precision" : "", " on ",
-                            describe_device(device_), ", micro-batch ", train.micro_batch, " x ", train.seq_len,
-                            zero1 ? detail::concat(", optimizer states sharded over ", dp_size,
-                                                   " ranks (ZeRO-1)")
-                                  : std::string(),
-                            ")")));
+      plan_,
+      detail::concat(
+          "memory plan (per rank, ", dtype_name(config_.model.dtype),
+          config_.model.dtype == DType::kBF16 ? " mixed precision" : "", " on ",
+          describe_device(device_), ", micro-batch ", train.micro_batch, " x ", train.seq_len,
+          zero1 ? detail::concat(", optimizer states sharded over ", dp_size, " ranks (ZeRO-1)")
+                : std::string(),
+          ")")));
   if (writer) {
     std::ofstream out(fs::path(config_.run.out_dir) / "activations.txt");
     out << format_activation_list(plan_.activations);
@@ -186,8 +192,9 @@ void Trainer::init(bool resume) {
 #endif
   }
   if (dp_size > 1) {
-    const auto bucket = static_cast<int64_t>(config_.parallel.bucket_mb * 1024 * 1024 /
-                                             static_cast<double>(dtype_size(config_.model.master_dtype())));
+    const auto bucket =
+        static_cast<int64_t>(config_.parallel.bucket_mb * 1024 * 1024 /
+                             static_cast<double>(dtype_size(config_.model.master_dtype())));
     reducer_ = std::make_unique<parallel::GradientReducer>(
         model_->params().flat_grads(), grad_comm(), std::max<int64_t>(1, bucket));
     MEMENTO_LOG_INFO("data parallel: ", dp_size, " ranks, ", reducer_->buckets().size(),
@@ -202,9 +209,9 @@ void Trainer::init(bool resume) {
                    model_->non_embedding_params(), " outside the embedding) on ",
                    describe_device(device_), ", ", threads, " threads, peak ", peak_flops_ / 1e9,
                    " GFLOP/s for MFU",
-                   train.peak_tflops > 0       ? " (configured)"
-                   : device_.is_cpu()          ? " (measured fp32 GEMM)"
-                                               : " (measured bf16 GEMM)");
+                   train.peak_tflops > 0 ? " (configured)"
+                   : device_.is_cpu()    ? " (measured fp32 GEMM)"
+                                         : " (measured bf16 GEMM)");
 
   if (resume) {
     const auto latest = checkpoint::find_latest(config_.checkpoint.dir);
@@ -236,9 +243,24 @@ void Trainer::register_state() {
     // (copy_state_to_host before a save, copy_state_from_host after a load).
     // Zeros: a load fills only the parameters, and the alignment padding between them must stay
     // zero on the GPU (the optimizer updates whole runs of the buffers, padding included).
-    host_values_ = Tensor::zeros(values.shape(), values.dtype());
-    host_exp_avg_ = Tensor::zeros(exp_avg.shape(), exp_avg.dtype());
-    host_exp_avg_sq_ = Tensor::zeros(exp_avg_sq.shape(), exp_avg_sq.dtype());
+    // Pinned, so that a save or a resume copies at the link's full speed; pageable (slower
+    // copies) when the host cannot lock that much memory.
+    const auto mirror = [&](const TensorView& like) {
+      try {
+        return Tensor::zeros(like.shape(), like.dtype(), Device::cpu(), pinned_memory_.get());
+      } catch (const OutOfMemoryError& e) {
+        MEMENTO_LOG_WARN("checkpoint staging: ", e.what(), "; using pageable host memory");
+        return Tensor::zeros(like.shape(), like.dtype());
+      }
+    };
+    host_values_ = mirror(values);
+    host_exp_avg_ = mirror(exp_avg);
+    host_exp_avg_sq_ = mirror(exp_avg_sq);
+    MEMENTO_LOG_INFO("checkpoint staging: host copies of the values and optimizer states, ",
+                     format_bytes(static_cast<double>(host_values_.bytes() + host_exp_avg_.bytes() +
+                                                      host_exp_avg_sq_.bytes())),
+                     " (", format_bytes(static_cast<double>(pinned_memory_->current_bytes())),
+                     " of it pinned)");
     values = host_values_;
     exp_avg = host_exp_avg_;
     exp_avg_sq = host_exp_avg_sq_;
@@ -280,16 +302,16 @@ void Trainer::copy_state_from_host() {
 void Trainer::restore(const std::string& checkpoint_dir) {
   // Refuse a checkpoint of another model before reading any tensor, naming the keys that differ.
   // The device, and f32 vs bf16 mixed precision (both keep fp32 masters), may change.
-  ModelConfig saved = parse_model_config(
-      checkpoint::read_string(checkpoint_dir, "meta/config"), checkpoint_dir + "/meta/config");
+  ModelConfig saved = parse_model_config(checkpoint::read_string(checkpoint_dir, "meta/config"),
+                                         checkpoint_dir + "/meta/config");
   saved.device = config_.model.device;
   if (saved.master_dtype() == config_.model.master_dtype()) saved.dtype = config_.model.dtype;
   const auto diffs = diff_model(saved, config_.model);
   if (!diffs.empty()) {
     std::string list;
     for (const auto& d : diffs) list += (list.empty() ? "" : "; ") + d;
-    throw CheckpointError(detail::concat(checkpoint_dir, ": checkpoint is for another model: ",
-                                         list, " (checkpoint vs config)"));
+    throw CheckpointError(detail::concat(
+        checkpoint_dir, ": checkpoint is for another model: ", list, " (checkpoint vs config)"));
   }
   const std::string config_text = resolved_config_;
   const int64_t saved_world = checkpoint::read_checkpoint_info(checkpoint_dir).world;
@@ -314,7 +336,8 @@ void Trainer::save() {
   checkpoint::save_checkpoint(save_state_, config_.checkpoint.dir, step_, dp_.rank(), dp_.size(),
                               [this] { dp_.barrier(); });
   if (dp_.rank() == 0)
-    checkpoint::prune_checkpoints(config_.checkpoint.dir, static_cast<int>(config_.checkpoint.keep));
+    checkpoint::prune_checkpoints(config_.checkpoint.dir,
+                                  static_cast<int>(config_.checkpoint.keep));
   MEMENTO_LOG_INFO("checkpoint: step ", step_, " saved to ", config_.checkpoint.dir, " in ",
                    seconds_since(start), " s");
 }
@@ -322,18 +345,27 @@ void Trainer::save() {
 // Micro-batch `micro` of this step on this rank. The step's global batch is the next
 // global_batch samples after the cursor; rank r of a micro-batch reads its B consecutive ones.
 Batch Trainer::next_micro_batch(int64_t micro, std::vector<int32_t>& windows) {
-  const int64_t B = config_.train.micro_batch, T = config_.train.seq_len;
+  const int64_t B = config_.train.micro_batch;
   const int64_t skip = (micro * dp_.size() + dp_.rank()) * B;
   data_->read_train_samples(data_->cursor(), skip, B, windows.data());
-  return to_device(split_windows(windows, B, T));
+  return load_batch(windows);
 }
 
-Batch Trainer::to_device(Batch batch) const {
-  if (device_.is_cpu()) return batch;
-  Batch on_device{Tensor::empty(batch.tokens.shape(), DType::kI32, device_),
-                  Tensor::empty(batch.targets.shape(), DType::kI32, device_)};
-  copy(batch.tokens, on_device.tokens);
-  copy(batch.targets, on_device.targets);
+// The micro-batch in `windows`, where the model computes. A GPU run stages it in one pinned host
+// buffer, reused: a copy from pinned memory has finished when copy() returns.
+Batch Trainer::load_batch(const std::vector<int32_t>& windows) {
+  const int64_t B = config_.train.micro_batch, T = config_.train.seq_len;
+  if (device_.is_cpu()) {
+    Batch batch = host_batch(B, T);
+    split_windows(windows, batch);
+    return batch;
+  }
+  if (!staging_.tokens.defined()) staging_ = host_batch(B, T, pinned_memory_.get());
+  split_windows(windows, staging_);
+  Batch on_device{Tensor::empty(Shape{B, T}, DType::kI32, device_),
+                  Tensor::empty(Shape{B, T}, DType::kI32, device_)};
+  copy(staging_.tokens, on_device.tokens);
+  copy(staging_.targets, on_device.targets);
   return on_device;
 }
 
@@ -359,8 +391,8 @@ StepMetrics Trainer::train_step() {
     const bool last = micro + 1 == grad_accum_;
     const LlamaModel::GradsFinalHook hook =
         reducer_ && last ? LlamaModel::GradsFinalHook(reduce_from) : nullptr;
-    loss_sum += model_->forward_backward(store_, batch.tokens, batch.targets, grad_scale, hook)
-                    .loss_sum;
+    loss_sum +=
+        model_->forward_backward(store_, batch.tokens, batch.targets, grad_scale, hook).loss_sum;
   }
   data_->skip_train_samples(train.global_batch);
   if (reducer_) {
@@ -416,8 +448,8 @@ std::vector<StepMetrics> Trainer::run(int64_t stop_at_step) {
   const int64_t last = stop_at_step >= 0 ? std::min(stop_at_step, train.steps) : train.steps;
   MEMENTO_LOG_INFO("training steps ", step_ + 1, "..", last, " of ", train.steps, ": ",
                    train.global_batch, " sequences x ", train.seq_len, " tokens per step (",
-                   grad_accum_, " micro-batches of ", train.micro_batch, " on each of ",
-                   dp_.size(), " data-parallel ranks)");
+                   grad_accum_, " micro-batches of ", train.micro_batch, " on each of ", dp_.size(),
+                   " data-parallel ranks)");
   std::vector<StepMetrics> history;
   while (step_ < last) {
     StepMetrics m = train_step();
@@ -456,7 +488,7 @@ double Trainer::evaluate() {
   // The data-parallel ranks split the validation batches between them.
   for (int64_t i = dp_.rank(); i < config_.train.eval_batches; i += dp_.size()) {
     data_->val_batch(i, B, windows.data());
-    const Batch batch = to_device(split_windows(windows, B, T));
+    const Batch batch = load_batch(windows);
     const ops::CrossEntropyResult r = model_->forward_loss(batch.tokens, batch.targets);
     sums.data<double>()[0] += r.loss_sum;
     sums.data<double>()[1] += static_cast<double>(r.count);
@@ -470,14 +502,14 @@ void Trainer::log(const StepMetrics& m) {
                                           static_cast<double>(config_.train.steps - m.step)
                                     : 0.0;
   char line[320];
-  std::snprintf(line, sizeof(line),
-                "step %5lld/%lld | loss %.4f | lr %.3e | grad norm %.3f | %.0f tok/s | MFU %.1f%% | "
-                "mem %s (peak %s) | ETA %s",
-                static_cast<long long>(m.step), static_cast<long long>(config_.train.steps), m.loss,
-                m.lr, m.grad_norm, m.tokens_per_second, 100.0 * m.mfu,
-                format_bytes(static_cast<double>(m.memory_bytes)).c_str(),
-                format_bytes(static_cast<double>(m.peak_bytes)).c_str(),
-                format_duration(eta).c_str());
+  std::snprintf(
+      line, sizeof(line),
+      "step %5lld/%lld | loss %.4f | lr %.3e | grad norm %.3f | %.0f tok/s | MFU %.1f%% | "
+      "mem %s (peak %s) | ETA %s",
+      static_cast<long long>(m.step), static_cast<long long>(config_.train.steps), m.loss, m.lr,
+      m.grad_norm, m.tokens_per_second, 100.0 * m.mfu,
+      format_bytes(static_cast<double>(m.memory_bytes)).c_str(),
+      format_bytes(static_cast<double>(m.peak_bytes)).c_str(), format_duration(eta).c_str());
   std::string text = line;
   if (m.val_loss) text += detail::concat(" | val loss ", *m.val_loss);
   MEMENTO_LOG_INFO(text);

@@ -37,7 +37,7 @@ struct StepMetrics {
   double grad_norm = 0;
   double seconds = 0;
   double tokens_per_second = 0;
-  double mfu = 0;  // fraction of peak FLOP/s
+  double mfu = 0;         // fraction of peak FLOP/s
   double gemm_share = 0;  // fraction of the step spent in GEMMs
   size_t memory_bytes = 0;
   size_t peak_bytes = 0;
@@ -78,26 +78,29 @@ class Trainer {
   // Gradients and ZeRO-1 gathers go over NCCL on a GPU, over the MPI dp group on the CPU.
   parallel::Communicator& grad_comm() { return gpu_dp_ ? *gpu_dp_ : dp_; }
   TrackingResource& tracked_memory() { return gpu_memory_ ? *gpu_memory_ : memory_; }
-  Batch to_device(Batch batch) const;
+  Batch load_batch(const std::vector<int32_t>& windows);
   void copy_state_to_host();
   void copy_state_from_host();
 
   Config config_;
   std::unique_ptr<parallel::ProcessGroups> owned_groups_;  // single-process runs only
   parallel::ProcessGroups& groups_;
-  parallel::Communicator& dp_;  // this rank's data-parallel group
-  TrackingResource memory_;  // every CPU allocation of the run goes through it
-  Device device_ = Device::cpu();  // where the model computes
+  parallel::Communicator& dp_;                    // this rank's data-parallel group
+  TrackingResource memory_;                       // every CPU allocation of the run goes through it
+  Device device_ = Device::cpu();                 // where the model computes
   std::unique_ptr<TrackingResource> gpu_memory_;  // every GPU allocation, when on a GPU
   std::unique_ptr<ScopedDefaultResource> gpu_scope_;
   std::unique_ptr<parallel::Communicator> gpu_dp_;  // NCCL over the dp group, on a GPU with dp > 1
   std::unique_ptr<ScopedDefaultResource> memory_scope_;
   std::unique_ptr<LimitResource> budget_;
   std::unique_ptr<ScopedDefaultResource> budget_scope_;
+  // Page-locked host memory for the batches and checkpoint mirrors of a GPU run.
+  std::unique_ptr<TrackingResource> pinned_memory_;
   // Host copies of the GPU's values and optimizer states for checkpoints (undefined on the CPU,
   // where the checkpoint reads the buffers themselves). Declared after the resources they come
   // from, so that they are freed before them.
   Tensor host_values_, host_exp_avg_, host_exp_avg_sq_;
+  Batch staging_;  // a GPU run's micro-batch on its way to the device (pinned)
   std::unique_ptr<LlamaModel> model_;
   std::unique_ptr<optim::AdamW> optimizer_;
   std::unique_ptr<DataLoader> data_;

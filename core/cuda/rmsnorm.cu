@@ -58,12 +58,14 @@ __global__ void rmsnorm_forward_warp_per_row(const T* __restrict__ x,
 }
 
 // One warp per row; lane l takes the packs l, l + 32, ... of kN channels. kN > 1 needs C % kN == 0
-// and dy, x, dx, weight 16-byte aligned; kN == 1 is one channel at a time, any C.
+// and dy, x, dx, weight (and residual) 16-byte aligned; kN == 1 is one channel at a time, any C.
+// residual, when not null, is added to dx in fp32.
 template <typename T, int kN>
 __global__ void rmsnorm_backward_dx_warp_per_row(const T* __restrict__ dy, const T* __restrict__ x,
                                                  const float* __restrict__ weight,
                                                  const float* __restrict__ rstd,
-                                                 T* __restrict__ dx, int64_t rows, int64_t C) {
+                                                 const T* __restrict__ residual, T* __restrict__ dx,
+                                                 int64_t rows, int64_t C) {
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarpSize;
   const int lane = static_cast<int>(threadIdx.x % kWarpSize);
   if (row >= rows) return;
@@ -91,10 +93,18 @@ __global__ void rmsnorm_backward_dx_warp_per_row(const T* __restrict__ dy, const
     const Pack<T, kN> dyp = load_pack<kN>(dyr + p * kN);
     const Pack<T, kN> xp = load_pack<kN>(xr + p * kN);
     const Pack<float, kN> wp = load_pack<kN>(weight + p * kN);
-    Pack<T, kN> dxp;
+    float d[kN];
 #pragma unroll
     for (int j = 0; j < kN; ++j)
-      dxp.v[j] = from_f32<T>(s * to_f32(dyp.v[j]) * wp.v[j] - correction * to_f32(xp.v[j]));
+      d[j] = s * to_f32(dyp.v[j]) * wp.v[j] - correction * to_f32(xp.v[j]);
+    if (residual != nullptr) {
+      const Pack<T, kN> rp = load_pack<kN>(residual + row * C + p * kN);
+#pragma unroll
+      for (int j = 0; j < kN; ++j) d[j] += to_f32(rp.v[j]);
+    }
+    Pack<T, kN> dxp;
+#pragma unroll
+    for (int j = 0; j < kN; ++j) dxp.v[j] = from_f32<T>(d[j]);
     store_pack<kN>(dxr + p * kN, dxp);
   }
 }
@@ -181,24 +191,26 @@ void launch_rmsnorm_forward(const T* x, const float* weight, float eps, T* y, fl
                             int64_t rows, int64_t C, cudaStream_t stream) {
   if (rows == 0 || C == 0) return;
   const unsigned blocks = static_cast<unsigned>((rows + kRowsPerBlock - 1) / kRowsPerBlock);
-  rmsnorm_forward_warp_per_row<T><<<blocks, kThreads, 0, stream>>>(x, weight, eps, y, rstd, rows, C);
+  rmsnorm_forward_warp_per_row<T>
+      <<<blocks, kThreads, 0, stream>>>(x, weight, eps, y, rstd, rows, C);
   CUDA_CHECK_LAUNCH();
 }
 
 template <typename T>
-void launch_rmsnorm_backward(const T* dy, const T* x, const float* weight, const float* rstd, T* dx,
-                             float* dweight, float* partial, int64_t rows, int64_t C,
-                             cudaStream_t stream) {
+void launch_rmsnorm_backward(const T* dy, const T* x, const float* weight, const float* rstd,
+                             const T* residual, T* dx, float* dweight, float* partial, int64_t rows,
+                             int64_t C, cudaStream_t stream) {
   if (rows == 0 || C == 0) return;
   constexpr int kN = kVectorWidth<T>;  // 8 bf16 or 4 f32: one 16-byte word of dy or x
   const bool packed_rows = C % kN == 0 && vector_aligned(dy) && vector_aligned(x);
   const unsigned row_tiles = static_cast<unsigned>((rows + kRowsPerBlock - 1) / kRowsPerBlock);
-  if (packed_rows && vector_aligned(dx) && vector_aligned(weight))
+  if (packed_rows && vector_aligned(dx) && vector_aligned(weight) &&
+      (residual == nullptr || vector_aligned(residual)))
     rmsnorm_backward_dx_warp_per_row<T, kN>
-        <<<row_tiles, kThreads, 0, stream>>>(dy, x, weight, rstd, dx, rows, C);
+        <<<row_tiles, kThreads, 0, stream>>>(dy, x, weight, rstd, residual, dx, rows, C);
   else
     rmsnorm_backward_dx_warp_per_row<T, 1>
-        <<<row_tiles, kThreads, 0, stream>>>(dy, x, weight, rstd, dx, rows, C);
+        <<<row_tiles, kThreads, 0, stream>>>(dy, x, weight, rstd, residual, dx, rows, C);
   CUDA_CHECK_LAUNCH();
   const int64_t row_blocks = rmsnorm_backward_partial_rows(rows);
   const auto partial_grid = [&](int64_t pack) {
@@ -224,13 +236,13 @@ template void launch_rmsnorm_forward<float>(const float*, const float*, float, f
 template void launch_rmsnorm_forward<__nv_bfloat16>(const __nv_bfloat16*, const float*, float,
                                                     __nv_bfloat16*, float*, int64_t, int64_t,
                                                     cudaStream_t);
-template void launch_rmsnorm_backward<float>(const float*, const float*, const float*,
-                                             const float*, float*, float*, float*, int64_t,
-                                             int64_t, cudaStream_t);
+template void launch_rmsnorm_backward<float>(const float*, const float*, const float*, const float*,
+                                             const float*, float*, float*, float*, int64_t, int64_t,
+                                             cudaStream_t);
 template void launch_rmsnorm_backward<__nv_bfloat16>(const __nv_bfloat16*, const __nv_bfloat16*,
-                                                     const float*, const float*, __nv_bfloat16*,
-                                                     float*, float*, int64_t, int64_t,
-                                                     cudaStream_t);
+                                                     const float*, const float*,
+                                                     const __nv_bfloat16*, __nv_bfloat16*, float*,
+                                                     float*, int64_t, int64_t, cudaStream_t);
 
 void rmsnorm_forward(const TensorView& x, const TensorView& weight, double eps, const TensorView& y,
                      const TensorView& rstd, cudaStream_t stream) {
@@ -254,7 +266,7 @@ void rmsnorm_forward(const TensorView& x, const TensorView& weight, double eps, 
 
 void rmsnorm_backward(const TensorView& dy, const TensorView& x, const TensorView& weight,
                       const TensorView& rstd, const TensorView& dx, const TensorView& dweight,
-                      cudaStream_t stream) {
+                      const TensorView* residual, cudaStream_t stream) {
   const char* op = "cuda::rmsnorm_backward";
   const int64_t rows = rows_of(x, op);
   const int64_t C = x.size(-1);
@@ -269,16 +281,22 @@ void rmsnorm_backward(const TensorView& dy, const TensorView& x, const TensorVie
   expect_dtype(weight, DType::kF32, "cuda::rmsnorm_backward: weight");
   expect_dtype(dweight, DType::kF32, "cuda::rmsnorm_backward: dweight");
   expect_dtype(rstd, DType::kF32, "cuda::rmsnorm_backward: rstd");
+  if (residual) {
+    memento::cuda::detail::expect_cuda({*residual}, op);
+    expect_shape(*residual, x.shape(), "cuda::rmsnorm_backward: residual");
+    expect_dtype(*residual, x.dtype(), "cuda::rmsnorm_backward: residual");
+    MEMENTO_CHECK(residual->raw() != dx.raw(), "cuda::rmsnorm_backward: residual aliases dx");
+  }
   if (rows == 0 || C == 0) return;
   const Tensor partial = Tensor::empty(Shape{rmsnorm_backward_partial_rows(rows), C}, DType::kF32,
                                        x.device());  // (row blocks, C)
   memento::cuda::detail::dispatch_activation(x.dtype(), op, "x", [&](auto zero) {
     using T = decltype(zero);
-    launch_rmsnorm_backward(static_cast<const T*>(dy.raw()), static_cast<const T*>(x.raw()),
-                            static_cast<const float*>(weight.raw()),
-                            static_cast<const float*>(rstd.raw()), static_cast<T*>(dx.raw()),
-                            static_cast<float*>(dweight.raw()), partial.data<float>(), rows, C,
-                            stream);
+    launch_rmsnorm_backward(
+        static_cast<const T*>(dy.raw()), static_cast<const T*>(x.raw()),
+        static_cast<const float*>(weight.raw()), static_cast<const float*>(rstd.raw()),
+        residual ? static_cast<const T*>(residual->raw()) : nullptr, static_cast<T*>(dx.raw()),
+        static_cast<float*>(dweight.raw()), partial.data<float>(), rows, C, stream);
   });
 }
 

@@ -18,7 +18,7 @@ Tensor RMSNorm::forward(LayerContext& ctx, const Tensor& x) {
                  ": x: expected (..., ", C_, "), got ", x.shape().str());
   const TensorView weight = ctx.params.value(weight_);  // (C)
   const Device device = weight.is_meta() ? Device::meta() : x.device();
-  Tensor y = Tensor::empty(x.shape(), x.dtype(), device);                 // (..., C)
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), device);  // (..., C)
   Tensor rstd = Tensor::empty(Shape{x.numel() / C_}, ops::stat_dtype(x.dtype()), device);  // (rows)
   ops::rmsnorm_forward(x, weight, eps_, y, rstd);
   if (ctx.training) {
@@ -28,13 +28,14 @@ Tensor RMSNorm::forward(LayerContext& ctx, const Tensor& x) {
   return y;
 }
 
-Tensor RMSNorm::backward(LayerContext& ctx, const Tensor& dy) {
+Tensor RMSNorm::backward(LayerContext& ctx, const Tensor& dy, const Tensor* residual) {
   const Tensor x = ctx.store.take(name_ + "/x");        // (..., C)
   const Tensor rstd = ctx.store.take(name_ + "/rstd");  // (rows)
   const TensorView weight = ctx.params.value(weight_);  // (C)
   const bool meta = dy.device().is_meta() || x.device().is_meta() || weight.is_meta();
   Tensor dx = Tensor::empty(x.shape(), x.dtype(), meta ? Device::meta() : x.device());  // (..., C)
-  ops::rmsnorm_backward(dy, x, weight, rstd, dx, ctx.params.grad(weight_));
+  const TensorView r = residual ? residual->view() : TensorView();
+  ops::rmsnorm_backward(dy, x, weight, rstd, dx, ctx.params.grad(weight_), residual ? &r : nullptr);
   return dx;
 }
 

@@ -9,12 +9,14 @@ namespace memento {
 // RMSNorm over the last dimension: y = x / sqrt(mean(x^2) + eps) * weight.
 // Parameter "<name>.weight" (C), ones, no weight decay.
 // forward: x (..., C) -> y (..., C). Saves x and rstd (rows,).
-// backward: dy (..., C) -> dx (..., C); weight gradient +=.
+// backward: dy (..., C) -> dx (..., C); weight gradient +=. With `residual` (..., C), the gradient
+// that reached the norm's input around it (a residual connection) is added into dx in the same
+// pass.
 class RMSNorm {
  public:
   RMSNorm(ParameterSet& params, const std::string& name, int64_t C, float eps);
   Tensor forward(LayerContext& ctx, const Tensor& x);
-  Tensor backward(LayerContext& ctx, const Tensor& dy);
+  Tensor backward(LayerContext& ctx, const Tensor& dy, const Tensor* residual = nullptr);
 
  private:
   std::string name_;

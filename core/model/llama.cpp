@@ -24,8 +24,9 @@ struct LlamaModel::Block {
     const AttentionDims dims{c.dim, c.n_heads, c.n_kv_heads, c.head_size()};
     const std::string name = prefix(layer) + ".self_attn";
     if (c.layer_kind(layer) == AttentionKind::kSoftmax) {
-      softmax_attn = std::make_unique<SoftmaxAttention>(p, name, dims, static_cast<float>(c.rope_theta),
-                                                        static_cast<float>(c.init_std), out_std(c));
+      softmax_attn =
+          std::make_unique<SoftmaxAttention>(p, name, dims, static_cast<float>(c.rope_theta),
+                                             static_cast<float>(c.init_std), out_std(c));
     } else {
       const LinearAttentionOptions options{c.linear_decay, c.linear_output_norm, c.linear_chunk};
       linear_attn = std::make_unique<LinearAttention>(p, name, dims, options,
@@ -56,13 +57,10 @@ struct LlamaModel::Block {
     return out;
   }
 
-  // dout (B, T, C) -> dx (B, T, C).
+  // dout (B, T, C) -> dx (B, T, C). Each norm's backward adds the residual path's gradient.
   Tensor backward(LayerContext& ctx, const Tensor& dout) {
-    Tensor dh = mlp_norm.backward(ctx, mlp.backward(ctx, dout));
-    ops::add_(dh, dout);
-    Tensor dx = attn_norm.backward(ctx, attention_backward(ctx, dh));
-    ops::add_(dx, dh);
-    return dx;
+    const Tensor dh = mlp_norm.backward(ctx, mlp.backward(ctx, dout), &dout);
+    return attn_norm.backward(ctx, attention_backward(ctx, dh), &dh);
   }
 };
 
@@ -88,8 +86,8 @@ Tensor LlamaModel::lm_head_forward(LayerContext& ctx, const Tensor& x) {
   if (lm_head_) return lm_head_->forward(ctx, x);
   // Tied: logits = x E^T with the embedding table E (V, C).
   const TensorView E = params_.compute(embed_->weight());
-  Tensor logits = Tensor::empty(Shape{x.size(0), x.size(1), config_.vocab_size}, x.dtype(),
-                                x.device());
+  Tensor logits =
+      Tensor::empty(Shape{x.size(0), x.size(1), config_.vocab_size}, x.dtype(), x.device());
   ops::matmul(x, false, E, true, logits);
   if (ctx.training) ctx.store.save("lm_head/x", x);
   return logits;

@@ -41,17 +41,18 @@ void forward_rows(const T* x, const T* w, double eps, T* y, T* rstd, int64_t row
 }
 
 template <typename T>
-void backward_rows(const T* dy, const T* x, const T* w, const T* rstd, T* dx, T* dw,
-                   double* partial, int64_t rows, int64_t C) {
+void backward_rows(const T* dy, const T* x, const T* w, const T* rstd, const T* residual, T* dx,
+                   T* dw, double* partial, int64_t rows, int64_t C) {
   const detail::FixedBlocks blocks(rows, kWeightBlocks);
 #pragma omp parallel for schedule(static)
   for (int64_t b = 0; b < blocks.count; ++b) {
     double* acc = partial + b * C;  // (C)
     std::fill(acc, acc + C, 0.0);
     for (int64_t r = blocks.begin(b); r < blocks.end(b); ++r) {
-      const T* dyr = dy + r * C;  // (C)
-      const T* xr = x + r * C;    // (C)
-      T* dxr = dx + r * C;        // (C)
+      const T* dyr = dy + r * C;                            // (C)
+      const T* xr = x + r * C;                              // (C)
+      T* dxr = dx + r * C;                                  // (C)
+      const T* rr = residual ? residual + r * C : nullptr;  // (C)
       const double s = static_cast<double>(rstd[r]);
       // sum over channels of (dy * w) * x, in fp64 with a fixed order.
       constexpr int kLanes = 8;
@@ -67,7 +68,8 @@ void backward_rows(const T* dy, const T* x, const T* w, const T* rstd, T* dx, T*
       const T correction = static_cast<T>(s * s * s * dot / static_cast<double>(C));
       for (c = 0; c < C; ++c) {
         acc[c] += static_cast<double>(dyr[c]) * static_cast<double>(xr[c]) * s;
-        dxr[c] = scale * dyr[c] * w[c] - correction * xr[c];
+        const T d = scale * dyr[c] * w[c] - correction * xr[c];
+        dxr[c] = rr ? d + rr[c] : d;
       }
     }
   }
@@ -100,8 +102,9 @@ void rmsnorm_forward(const TensorView& x, const TensorView& weight, double eps, 
 }
 
 void rmsnorm_backward(const TensorView& dy, const TensorView& x, const TensorView& weight,
-                      const TensorView& rstd, const TensorView& dx, const TensorView& dweight) {
-  MEMENTO_CUDA_DISPATCH(x, cuda::rmsnorm_backward(dy, x, weight, rstd, dx, dweight));
+                      const TensorView& rstd, const TensorView& dx, const TensorView& dweight,
+                      const TensorView* residual) {
+  MEMENTO_CUDA_DISPATCH(x, cuda::rmsnorm_backward(dy, x, weight, rstd, dx, dweight, residual));
   const int64_t rows = rows_of(x, "rmsnorm_backward");
   const int64_t C = x.size(-1);
   expect_shape(dy, x.shape(), "rmsnorm_backward: dy");
@@ -114,13 +117,20 @@ void rmsnorm_backward(const TensorView& dy, const TensorView& x, const TensorVie
   expect_dtype(rstd, x.dtype(), "rmsnorm_backward: rstd");
   expect_dtype(dx, x.dtype(), "rmsnorm_backward: dx");
   expect_dtype(dweight, x.dtype(), "rmsnorm_backward: dweight");
+  if (residual) {
+    expect_shape(*residual, x.shape(), "rmsnorm_backward: residual");
+    expect_dtype(*residual, x.dtype(), "rmsnorm_backward: residual");
+    MEMENTO_CHECK(residual->raw() == nullptr || residual->raw() != dx.raw(),
+                  "rmsnorm_backward: residual aliases dx");
+  }
   dispatch_float(x.dtype(), "rmsnorm_backward", "x", [&](auto zero) {
     using T = decltype(zero);
-    if (any_meta({dy, x, weight, rstd, dx, dweight})) return;
+    if (any_meta({dy, x, weight, rstd, dx, dweight}) || (residual && residual->is_meta())) return;
     const Tensor partial =
         Tensor::empty(Shape{std::min(rows, kWeightBlocks), C}, DType::kF64);  // (blocks, C)
-    backward_rows(dy.data<T>(), x.data<T>(), weight.data<T>(), rstd.data<T>(), dx.data<T>(),
-                  dweight.data<T>(), partial.data<double>(), rows, C);
+    backward_rows(dy.data<T>(), x.data<T>(), weight.data<T>(), rstd.data<T>(),
+                  residual ? residual->data<T>() : nullptr, dx.data<T>(), dweight.data<T>(),
+                  partial.data<double>(), rows, C);
   });
 }
 

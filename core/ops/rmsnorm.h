@@ -13,8 +13,11 @@ void rmsnorm_forward(const TensorView& x, const TensorView& weight, double eps, 
 
 // dx = rstd * (dy * weight - x * rstd^2 * mean(dy * weight * x)) (overwrites dx) and
 // dweight += sum over rows of dy * x * rstd, reduced in a fixed order (parallel over channels).
-// dy, x, dx (..., C); weight, dweight (C); rstd (rows) as saved by rmsnorm_forward.
+// dy, x, dx (..., C); weight, dweight (C); rstd (rows) as saved by rmsnorm_forward. With
+// `residual` (..., C), dx = that + residual: the gradient arriving around the norm through a
+// residual connection, summed in the same pass (it must not alias dx).
 void rmsnorm_backward(const TensorView& dy, const TensorView& x, const TensorView& weight,
-                      const TensorView& rstd, const TensorView& dx, const TensorView& dweight);
+                      const TensorView& rstd, const TensorView& dx, const TensorView& dweight,
+                      const TensorView* residual = nullptr);
 
 }  // namespace memento::ops

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "core/ops/elementwise.h"
 #include "core/ops/rmsnorm.h"
 #include "testing/expect_error.h"
 #include "testing/gradcheck.h"
@@ -99,6 +100,32 @@ TEST(OpsRMSNorm, BitIdenticalForAnyThreadCount) {
   }
 }
 
+// The residual summed inside the backward equals a separate add, bit for bit, in fp32 and fp64.
+TEST(OpsRMSNorm, BackwardWithResidualEqualsBackwardThenAdd) {
+  for (DType dtype : {DType::kF32, DType::kF64}) {
+    const Shape s{37, 19};
+    const Tensor x = testing::random_tensor(s, dtype, 1), dy = testing::random_tensor(s, dtype, 2);
+    const Tensor r = testing::random_tensor(s, dtype, 3);
+    const Tensor w = testing::random_tensor(Shape{19}, dtype, 4);
+    const Tensor y = Tensor::empty(s, dtype), rstd = Tensor::empty(Shape{37}, dtype);
+    ops::rmsnorm_forward(x, w, 1e-5, y, rstd);
+    const Tensor dx = Tensor::empty(s, dtype), dw = Tensor::zeros(Shape{19}, dtype);
+    ops::rmsnorm_backward(dy, x, w, rstd, dx, dw);
+    ops::add_(dx, r);
+    const Tensor fused = Tensor::empty(s, dtype), dw_fused = Tensor::zeros(Shape{19}, dtype);
+    const TensorView residual = r;
+    ops::rmsnorm_backward(dy, x, w, rstd, fused, dw_fused, &residual);
+    EXPECT_EQ(std::memcmp(fused.view().raw(), dx.view().raw(), dx.bytes()), 0) << dtype_name(dtype);
+    EXPECT_EQ(std::memcmp(dw_fused.view().raw(), dw.view().raw(), dw.bytes()), 0);
+    expect_shape_error(
+        [&] {
+          const TensorView wrong = Tensor::zeros(Shape{37, 18}, dtype);
+          ops::rmsnorm_backward(dy, x, w, rstd, fused, dw_fused, &wrong);
+        },
+        "rmsnorm_backward: residual");
+  }
+}
+
 TEST(OpsRMSNorm, MetaTensorsCheckShapesAndSkipCompute) {
   const Device meta = Device::meta();
   const Tensor x = Tensor::empty(Shape{2, 3, 8}, DType::kF32, meta);
@@ -107,6 +134,8 @@ TEST(OpsRMSNorm, MetaTensorsCheckShapesAndSkipCompute) {
   const Tensor rstd = Tensor::empty(Shape{6}, DType::kF32, meta);
   ops::rmsnorm_forward(x, w, 1e-5, y, rstd);
   ops::rmsnorm_backward(y, x, w, rstd, y, w);
+  const TensorView residual = x;
+  ops::rmsnorm_backward(y, x, w, rstd, y, w, &residual);
   expect_shape_error([&] { ops::rmsnorm_forward(x, w, 1e-5, y, w); }, "rmsnorm_forward: rstd");
 }
 

@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include "core/cuda/elementwise.h"
 #include "core/ops/rmsnorm.h"
 #include "tests/cuda/cuda_testing.h"
 
@@ -24,9 +25,8 @@ std::vector<Case> grid() {
   std::vector<Case> cases;
   for (DType dtype : {DType::kF32, DType::kBF16})
     // 4100 rows: 16 or 17 per weight-gradient row block, so whole groups of loads and a tail.
-    for (const Shape& s : {Shape{1, 1}, Shape{3, 7}, Shape{4, 32}, Shape{2, 5, 33},
-                           Shape{17, 100}, Shape{64, 768}, Shape{300, 1024}, Shape{9, 4099},
-                           Shape{4100, 96}})
+    for (const Shape& s : {Shape{1, 1}, Shape{3, 7}, Shape{4, 32}, Shape{2, 5, 33}, Shape{17, 100},
+                           Shape{64, 768}, Shape{300, 1024}, Shape{9, 4099}, Shape{4100, 96}})
       cases.push_back({s, dtype});
   return cases;
 }
@@ -38,10 +38,10 @@ TEST_F(CudaRmsnorm, ForwardMatchesCpu) {
   for (const Case& c : grid()) {
     const int64_t C = c.x[-1];
     const int64_t rows = c.x.numel() / C;
-    const Tensor x = random_gpu(c.x, c.dtype, seed++, 0.5f, 2.f);  // (..., C)
+    const Tensor x = random_gpu(c.x, c.dtype, seed++, 0.5f, 2.f);           // (..., C)
     const Tensor w = random_gpu(Shape{C}, DType::kF32, seed++, 1.f, 0.2f);  // (C)
-    const Tensor y = Tensor::empty(c.x, c.dtype, kGpu);  // (..., C)
-    const Tensor rstd = Tensor::empty(Shape{rows}, DType::kF32, kGpu);  // (rows)
+    const Tensor y = Tensor::empty(c.x, c.dtype, kGpu);                     // (..., C)
+    const Tensor rstd = Tensor::empty(Shape{rows}, DType::kF32, kGpu);      // (rows)
     ops::cuda::rmsnorm_forward(x, w, kEps, y, rstd);
 
     const Tensor y_ref = Tensor::empty(c.x, DType::kF64);
@@ -58,10 +58,10 @@ TEST_F(CudaRmsnorm, BackwardMatchesCpuAndAccumulatesDweight) {
   for (const Case& c : grid()) {
     const int64_t C = c.x[-1];
     const int64_t rows = c.x.numel() / C;
-    const Tensor x = random_gpu(c.x, c.dtype, seed++);                        // (..., C)
-    const Tensor dy = random_gpu(c.x, c.dtype, seed++);                       // (..., C)
-    const Tensor w = random_gpu(Shape{C}, DType::kF32, seed++, 1.f, 0.2f);    // (C)
-    const Tensor dw = random_gpu(Shape{C}, DType::kF32, seed++);              // (C), accumulated
+    const Tensor x = random_gpu(c.x, c.dtype, seed++);                      // (..., C)
+    const Tensor dy = random_gpu(c.x, c.dtype, seed++);                     // (..., C)
+    const Tensor w = random_gpu(Shape{C}, DType::kF32, seed++, 1.f, 0.2f);  // (C)
+    const Tensor dw = random_gpu(Shape{C}, DType::kF32, seed++);            // (C), accumulated
     const Tensor y = Tensor::empty(c.x, c.dtype, kGpu);
     const Tensor rstd = Tensor::empty(Shape{rows}, DType::kF32, kGpu);
     ops::cuda::rmsnorm_forward(x, w, kEps, y, rstd);
@@ -78,6 +78,64 @@ TEST_F(CudaRmsnorm, BackwardMatchesCpuAndAccumulatesDweight) {
     if (C > 1) expect_parity(label("rmsnorm_backward.dx", c), dx, dx_ref, c.dtype);
     // dweight is fp32 and sums fp32 products of exactly the values the CPU sees.
     expect_parity(label("rmsnorm_backward.dweight", c), dw, dw_ref, DType::kF32);
+  }
+}
+
+// dx + residual, summed before rounding: against the CPU op in fp64 with the same residual, and
+// in fp32 bit for bit against the backward followed by add_.
+TEST_F(CudaRmsnorm, BackwardWithResidualMatchesCpu) {
+  uint64_t seed = 500;
+  for (const Case& c : grid()) {
+    const int64_t C = c.x[-1];
+    const int64_t rows = c.x.numel() / C;
+    const Tensor x = random_gpu(c.x, c.dtype, seed++);
+    const Tensor dy = random_gpu(c.x, c.dtype, seed++);
+    const Tensor r = random_gpu(c.x, c.dtype, seed++);
+    const Tensor w = random_gpu(Shape{C}, DType::kF32, seed++, 1.f, 0.2f);
+    const Tensor dw = Tensor::zeros(Shape{C}, DType::kF32, kGpu);
+    const Tensor y = Tensor::empty(c.x, c.dtype, kGpu);
+    const Tensor rstd = Tensor::empty(Shape{rows}, DType::kF32, kGpu);
+    ops::cuda::rmsnorm_forward(x, w, kEps, y, rstd);
+    const Tensor dx = Tensor::empty(c.x, c.dtype, kGpu);
+    const TensorView residual = r;
+    ops::cuda::rmsnorm_backward(dy, x, w, rstd, dx, dw, &residual);
+
+    const Tensor dw_ref = Tensor::zeros(Shape{C}, DType::kF64);
+    const Tensor dx_ref = Tensor::empty(c.x, DType::kF64);
+    const Tensor r64 = to_cpu_f64(r);
+    const TensorView residual_ref = r64;
+    ops::rmsnorm_backward(to_cpu_f64(dy), to_cpu_f64(x), to_cpu_f64(w), to_cpu_f64(rstd), dx_ref,
+                          dw_ref, &residual_ref);
+    expect_parity(label("rmsnorm_backward.dx+residual", c), dx, dx_ref, c.dtype);
+    expect_parity(label("rmsnorm_backward.dweight(residual)", c), dw, dw_ref, DType::kF32);
+    if (c.dtype == DType::kF32) {
+      const Tensor separate = Tensor::empty(c.x, c.dtype, kGpu);
+      const Tensor dw2 = Tensor::zeros(Shape{C}, DType::kF32, kGpu);
+      ops::cuda::rmsnorm_backward(dy, x, w, rstd, separate, dw2);
+      ops::cuda::add_(separate, r);
+      EXPECT_EQ(values(dx), values(separate)) << label("rmsnorm_backward.fused_vs_add", c);
+    }
+  }
+  // The scalar path: every tensor one element off 16-byte alignment.
+  for (DType dtype : {DType::kF32, DType::kBF16}) {
+    const Case c{Shape{2100, 64}, dtype};
+    const MisalignedGpu x = random_gpu_misaligned(c.x, dtype, seed++);
+    const MisalignedGpu dy = random_gpu_misaligned(c.x, dtype, seed++);
+    const MisalignedGpu r = random_gpu_misaligned(c.x, dtype, seed++);
+    const MisalignedGpu dx = random_gpu_misaligned(c.x, dtype, seed++);
+    const Tensor w = random_gpu(Shape{64}, DType::kF32, seed++, 1.f, 0.2f);
+    const Tensor dw = Tensor::zeros(Shape{64}, DType::kF32, kGpu);
+    const Tensor y = Tensor::empty(c.x, dtype, kGpu);
+    const Tensor rstd = Tensor::empty(Shape{2100}, DType::kF32, kGpu);
+    ops::cuda::rmsnorm_forward(x.view, w, kEps, y, rstd);
+    ops::cuda::rmsnorm_backward(dy.view, x.view, w, rstd, dx.view, dw, &r.view);
+    const Tensor dw_ref = Tensor::zeros(Shape{64}, DType::kF64);
+    const Tensor dx_ref = Tensor::empty(c.x, DType::kF64);
+    const Tensor r64 = to_cpu_f64(r.view);
+    const TensorView residual_ref = r64;
+    ops::rmsnorm_backward(to_cpu_f64(dy.view), to_cpu_f64(x.view), to_cpu_f64(w), to_cpu_f64(rstd),
+                          dx_ref, dw_ref, &residual_ref);
+    expect_parity(label("rmsnorm_backward.dx+residual.misaligned", c), dx.view, dx_ref, dtype);
   }
 }
 
@@ -99,8 +157,8 @@ TEST_F(CudaRmsnorm, BackwardOnMisalignedViewsMatchesCpu) {
 
     const Tensor dw_ref = to_cpu_f64(dw);
     const Tensor dx_ref = Tensor::empty(c.x, DType::kF64);
-    ops::rmsnorm_backward(to_cpu_f64(dy.view), to_cpu_f64(x.view), to_cpu_f64(w),
-                          to_cpu_f64(rstd), dx_ref, dw_ref);
+    ops::rmsnorm_backward(to_cpu_f64(dy.view), to_cpu_f64(x.view), to_cpu_f64(w), to_cpu_f64(rstd),
+                          dx_ref, dw_ref);
     ops::cuda::rmsnorm_backward(dy.view, x.view, w, rstd, dx.view, dw);
     expect_parity(label("rmsnorm_backward.dx.misaligned", c), dx.view, dx_ref, c.dtype);
     expect_parity(label("rmsnorm_backward.dweight.misaligned", c), dw, dw_ref, DType::kF32);
@@ -120,8 +178,10 @@ TEST_F(CudaRmsnorm, DweightIsBitIdenticalAcrossRuns) {
   for (int run = 0; run < 3; ++run) {
     const Tensor dw = Tensor::zeros(Shape{512}, DType::kF32, kGpu);
     ops::cuda::rmsnorm_backward(dy, x, w, rstd, dx, dw);
-    if (run == 0) first = values(dw);
-    else EXPECT_EQ(values(dw), first) << "run " << run;
+    if (run == 0)
+      first = values(dw);
+    else
+      EXPECT_EQ(values(dw), first) << "run " << run;
   }
 }
 
@@ -134,9 +194,9 @@ TEST_F(CudaRmsnorm, RejectsMismatchedShapesAndDtypes) {
                ShapeError);
   EXPECT_THROW(ops::cuda::rmsnorm_forward(x, random_gpu(Shape{8}, DType::kBF16, 3), kEps, y, rstd),
                ShapeError);
-  EXPECT_THROW(ops::cuda::rmsnorm_forward(x, w, kEps, Tensor::empty(Shape{4, 8}, DType::kF32, kGpu),
-                                          rstd),
-               ShapeError);
+  EXPECT_THROW(
+      ops::cuda::rmsnorm_forward(x, w, kEps, Tensor::empty(Shape{4, 8}, DType::kF32, kGpu), rstd),
+      ShapeError);
   EXPECT_THROW(ops::cuda::rmsnorm_forward(x, w, kEps, y, Tensor::empty(Shape{4}, DType::kF32)),
                ShapeError);
 }

@@ -1,7 +1,9 @@
 #include "core/cuda/embedding.h"
 
 #include <algorithm>
+#include <bit>
 #include <cstdint>
+#include <cub/device/device_radix_sort.cuh>
 #include <limits>
 #include <vector>
 
@@ -11,11 +13,19 @@
 namespace memento::ops::cuda {
 namespace {
 
+using memento::cuda::detail::blocks_for;
+using memento::cuda::detail::global_thread;
+using memento::cuda::detail::grid_threads;
 using memento::cuda::detail::kWarpSize;
 using memento::cuda::detail::to_f32;
 
 constexpr int kMaxThreads = 256;
 constexpr int kChannelsPerPack = 4;  // the backward's float4 of dweight
+// The backward's sorted position of a token whose id is outside [0, V): its row is skipped.
+constexpr int32_t kSkipped = -1;
+// The sort's arrays in the scratch: keys and positions, current and alternate, N each.
+constexpr int kSortArrays = 4;
+constexpr size_t kScratchAlignment = 256;  // CUB's alignment of its temporary storage
 
 // Threads for `units` independent pieces of a row: whole warps, at most kMaxThreads.
 int threads_for(int64_t units) {
@@ -48,20 +58,58 @@ __device__ __forceinline__ float4 load4(const __nv_bfloat16* p) {
                      __uint_as_float(raw.y << 16), __uint_as_float(raw.y & 0xffff0000u));
 }
 
-// Block k owns the gradient row of id segment_id[k]: each thread holds some of its channels in
-// fp32 registers, starting from dweight, adds dout at the id's positions in ascending (b, t)
-// order and writes once. No two blocks share a row and the order is fixed: deterministic, and the
-// same additions in the same order as the CPU op.
+// The backward's input pairs, one per token: key tokens[n], value n. An id outside [0, V) (the
+// forward checked the ids, so only a broken caller gets here) becomes key 0 with position
+// kSkipped: every key stays inside the sorted bits, so no stray id can split another id's run.
+__global__ void embedding_backward_sort_pairs(const int32_t* __restrict__ tokens,
+                                              uint32_t* __restrict__ ids,
+                                              int32_t* __restrict__ positions, int64_t N,
+                                              int64_t V) {
+  for (int64_t n = global_thread(); n < N; n += grid_threads()) {
+    const int32_t id = tokens[n];
+    const bool valid = 0 <= id && id < V;
+    ids[n] = valid ? static_cast<uint32_t>(id) : 0u;
+    positions[n] = valid ? static_cast<int32_t>(n) : kSkipped;
+  }
+}
+
+// One past the last index of the run of ids equal to ids[begin], in ids sorted ascending: gallop
+// forward, then bisect, so a run of length L costs O(log L) loads (one for the common L = 1).
+__device__ __forceinline__ int32_t run_end(const uint32_t* __restrict__ ids, int32_t begin,
+                                           int32_t N) {
+  const uint32_t id = ids[begin];
+  int64_t lo = begin;  // ids[lo] == id
+  int64_t hi = begin + 1;
+  for (int64_t step = 1; hi < N && ids[hi] == id; step *= 2) {
+    lo = hi;
+    hi = lo + step;
+  }
+  if (hi > N) hi = N;  // now hi == N or ids[hi] != id
+  while (hi - lo > 1) {
+    const int64_t mid = lo + (hi - lo) / 2;
+    if (ids[mid] == id)
+      lo = mid;
+    else
+      hi = mid;
+  }
+  return static_cast<int32_t>(hi);
+}
+
+// Block i looks at sorted pair i and works only where a run of equal ids begins, so each id's
+// gradient row has exactly one owner. Each thread holds some of the row's channels in fp32
+// registers, starting from dweight, adds the dout rows of the run's positions in order (ascending
+// (b, t): the sort is stable) and writes once. No two blocks share a row and the order is fixed:
+// deterministic, and the same additions in the same order as the CPU op.
 template <typename T, bool kPacked>
-__global__ void embedding_backward_block_per_id(const int32_t* __restrict__ segment_begin,
-                                                const int32_t* __restrict__ segment_id,
-                                                const int32_t* __restrict__ positions,
-                                                const T* __restrict__ dout,
-                                                float* __restrict__ dweight, int64_t C) {
-  const int64_t k = blockIdx.x;
-  const int32_t begin = segment_begin[k];
-  const int32_t end = segment_begin[k + 1];
-  float* dw = dweight + static_cast<int64_t>(segment_id[k]) * C;  // (C)
+__global__ void embedding_backward_block_per_run(const uint32_t* __restrict__ sorted_ids,
+                                                 const int32_t* __restrict__ positions, int32_t N,
+                                                 const T* __restrict__ dout,
+                                                 float* __restrict__ dweight, int64_t C) {
+  const auto begin = static_cast<int32_t>(blockIdx.x);
+  const uint32_t id = sorted_ids[begin];
+  if (begin > 0 && sorted_ids[begin - 1] == id) return;  // inside a run another block owns
+  const int32_t end = run_end(sorted_ids, begin, N);
+  float* dw = dweight + static_cast<int64_t>(id) * C;  // (C)
   if constexpr (kPacked) {
     const int64_t packs = C / kChannelsPerPack;
     for (int64_t j = threadIdx.x; j < packs; j += blockDim.x) {
@@ -70,8 +118,10 @@ __global__ void embedding_backward_block_per_id(const int32_t* __restrict__ segm
       // Unrolled, the loads of several positions are in flight at once (a frequent id's sum is
       // serial); the additions stay in order.
 #pragma unroll 8
-      for (int32_t p = begin; p < end; ++p) {
-        const float4 d = load4(dout + static_cast<int64_t>(positions[p]) * C + c);
+      for (int32_t i = begin; i < end; ++i) {
+        const int32_t p = positions[i];
+        if (p == kSkipped) continue;
+        const float4 d = load4(dout + static_cast<int64_t>(p) * C + c);
         acc.x += d.x;
         acc.y += d.y;
         acc.z += d.z;
@@ -83,12 +133,28 @@ __global__ void embedding_backward_block_per_id(const int32_t* __restrict__ segm
     for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
       float acc = dw[c];
 #pragma unroll 8
-      for (int32_t p = begin; p < end; ++p)
-        acc += to_f32(dout[static_cast<int64_t>(positions[p]) * C + c]);
+      for (int32_t i = begin; i < end; ++i) {
+        const int32_t p = positions[i];
+        if (p == kSkipped) continue;
+        acc += to_f32(dout[static_cast<int64_t>(p) * C + c]);
+      }
       dw[c] = acc;
     }
   }
 }
+
+// Bytes from one of the sort's arrays (N int32) to the next in the scratch: each starts 256-byte
+// aligned, as do CUB's temporaries after them.
+size_t sort_array_stride(int64_t N) {
+  const size_t bytes = static_cast<size_t>(N) * sizeof(int32_t);
+  return (bytes + kScratchAlignment - 1) / kScratchAlignment * kScratchAlignment;
+}
+// The scratch's first bytes: the sort's keys and positions, current and alternate.
+size_t sort_arrays_bytes(int64_t N) { return kSortArrays * sort_array_stride(N); }
+
+// The sort looks at key bits [0, bit_width(V - 1)) only: 2 radix passes of 8 bits for V = 32000
+// or 65536 instead of 4 for all 32 bits. V >= 1.
+int sort_end_bit(int64_t V) { return std::bit_width(static_cast<uint32_t>(V - 1)); }
 
 template <typename W>
 void launch_forward_words(const int32_t* tokens, const void* weight, void* out, int64_t N,
@@ -138,35 +204,6 @@ std::vector<int32_t> host_ids(const TensorView& tokens, int64_t V, cudaStream_t 
   return ids;
 }
 
-// Counting sort of the positions by id: segment_begin (U + 1) | segment_id (U) | positions (N),
-// ids ascending, positions ascending within an id (the scatter below is stable).
-std::vector<int32_t> group_by_id(const std::vector<int32_t>& ids, int64_t V, int64_t* U) {
-  std::vector<int32_t> start(static_cast<size_t>(V) + 1, 0);
-  for (const int32_t id : ids) ++start[static_cast<size_t>(id) + 1];
-  int64_t distinct = 0;
-  for (size_t v = 0; v < static_cast<size_t>(V); ++v) {
-    distinct += start[v + 1] > 0 ? 1 : 0;
-    start[v + 1] += start[v];
-  }
-  const size_t N = ids.size();
-  std::vector<int32_t> groups(2 * static_cast<size_t>(distinct) + 1 + N);
-  int32_t* segment_begin = groups.data();
-  int32_t* segment_id = segment_begin + distinct + 1;
-  int32_t* positions = segment_id + distinct;
-  size_t k = 0;
-  for (size_t v = 0; v < static_cast<size_t>(V); ++v) {
-    if (start[v + 1] == start[v]) continue;
-    segment_begin[k] = start[v];
-    segment_id[k] = static_cast<int32_t>(v);
-    ++k;
-  }
-  segment_begin[distinct] = static_cast<int32_t>(N);
-  for (size_t n = 0; n < N; ++n)
-    positions[start[static_cast<size_t>(ids[n])]++] = static_cast<int32_t>(n);
-  *U = distinct;
-  return groups;
-}
-
 }  // namespace
 
 template <typename T>
@@ -187,24 +224,56 @@ void launch_embedding_forward(const int32_t* tokens, const T* weight, T* out, in
     launch_forward_words<uint16_t>(tokens, weight, out, N, row_bytes, stream);
 }
 
+size_t embedding_backward_scratch_bytes(int64_t N, int64_t V) {
+  if (N == 0 || V == 0) return 0;
+  // CUB's two-call protocol: a null temporary storage asks for its size (no work, no stream use).
+  cub::DoubleBuffer<uint32_t> ids(nullptr, nullptr);
+  cub::DoubleBuffer<int32_t> positions(nullptr, nullptr);
+  size_t sort_bytes = 0;
+  CUDA_CHECK(cub::DeviceRadixSort::SortPairs(nullptr, sort_bytes, ids, positions,
+                                             static_cast<int32_t>(N), 0, sort_end_bit(V)));
+  return sort_arrays_bytes(N) + sort_bytes;
+}
+
 template <typename T>
-void launch_embedding_backward(const int32_t* groups, int64_t U, const T* dout, float* dweight,
-                               int64_t C, cudaStream_t stream) {
-  if (U == 0 || C == 0) return;
-  const int32_t* segment_begin = groups;
-  const int32_t* segment_id = groups + U + 1;
-  const int32_t* positions = segment_id + U;
+void launch_embedding_backward(const int32_t* tokens, const T* dout, float* dweight, int64_t N,
+                               int64_t V, int64_t C, void* scratch, size_t scratch_bytes,
+                               cudaStream_t stream) {
+  if (N == 0 || V == 0 || C == 0) return;
+  MEMENTO_CHECK(scratch != nullptr && scratch_bytes > sort_arrays_bytes(N),
+                "embedding backward: ", scratch_bytes, " bytes of scratch for N = ", N);
+  // (N) each: keys, positions, and their alternates; then CUB's temporary storage.
+  char* bytes = static_cast<char*>(scratch);
+  const size_t stride = sort_array_stride(N);
+  auto* keys = reinterpret_cast<uint32_t*>(bytes);
+  auto* positions = reinterpret_cast<int32_t*>(bytes + stride);
+  auto* alternate_keys = reinterpret_cast<uint32_t*>(bytes + 2 * stride);
+  auto* alternate_positions = reinterpret_cast<int32_t*>(bytes + 3 * stride);
+  void* sort_temp = bytes + sort_arrays_bytes(N);
+  size_t sort_bytes = scratch_bytes - sort_arrays_bytes(N);
+
+  embedding_backward_sort_pairs<<<blocks_for(N, kMaxThreads), kMaxThreads, 0, stream>>>(
+      tokens, keys, positions, N, V);
+  CUDA_CHECK_LAUNCH();
+  // The DoubleBuffer form sorts between our two pairs of arrays (no copies of them inside CUB's
+  // temporary storage) and says on the host which of the two holds the result.
+  cub::DoubleBuffer<uint32_t> sorted_ids(keys, alternate_keys);
+  cub::DoubleBuffer<int32_t> sorted_positions(positions, alternate_positions);
+  CUDA_CHECK(cub::DeviceRadixSort::SortPairs(sort_temp, sort_bytes, sorted_ids, sorted_positions,
+                                             static_cast<int32_t>(N), 0, sort_end_bit(V), stream));
+
   // Rows stay aligned when C is a multiple of the pack, so the bases decide for every row.
   const bool packed = C % kChannelsPerPack == 0 && aligned(dweight, sizeof(float4)) &&
                       aligned(dout, kChannelsPerPack * sizeof(T));
+  const auto blocks = static_cast<unsigned>(N);
+  const auto rows = static_cast<int32_t>(N);
   if (packed) {
-    embedding_backward_block_per_id<T, true>
-        <<<static_cast<unsigned>(U), threads_for(C / kChannelsPerPack), 0, stream>>>(
-            segment_begin, segment_id, positions, dout, dweight, C);
+    embedding_backward_block_per_run<T, true>
+        <<<blocks, threads_for(C / kChannelsPerPack), 0, stream>>>(
+            sorted_ids.Current(), sorted_positions.Current(), rows, dout, dweight, C);
   } else {
-    embedding_backward_block_per_id<T, false>
-        <<<static_cast<unsigned>(U), threads_for(C), 0, stream>>>(segment_begin, segment_id,
-                                                                  positions, dout, dweight, C);
+    embedding_backward_block_per_run<T, false><<<blocks, threads_for(C), 0, stream>>>(
+        sorted_ids.Current(), sorted_positions.Current(), rows, dout, dweight, C);
   }
   CUDA_CHECK_LAUNCH();
 }
@@ -214,10 +283,10 @@ template void launch_embedding_forward<float>(const int32_t*, const float*, floa
 template void launch_embedding_forward<__nv_bfloat16>(const int32_t*, const __nv_bfloat16*,
                                                       __nv_bfloat16*, int64_t, int64_t,
                                                       cudaStream_t);
-template void launch_embedding_backward<float>(const int32_t*, int64_t, const float*, float*,
-                                               int64_t, cudaStream_t);
-template void launch_embedding_backward<__nv_bfloat16>(const int32_t*, int64_t,
-                                                       const __nv_bfloat16*, float*, int64_t,
+template void launch_embedding_backward<float>(const int32_t*, const float*, float*, int64_t,
+                                               int64_t, int64_t, void*, size_t, cudaStream_t);
+template void launch_embedding_backward<__nv_bfloat16>(const int32_t*, const __nv_bfloat16*, float*,
+                                                       int64_t, int64_t, int64_t, void*, size_t,
                                                        cudaStream_t);
 
 void embedding_forward(const TensorView& tokens, const TensorView& weight, const TensorView& out,
@@ -245,21 +314,25 @@ void embedding_backward(const TensorView& tokens, const TensorView& dout, const 
   expect_dtype(dweight, DType::kF32, "cuda::embedding_backward: dweight");
   const int64_t V = dweight.size(0), C = dweight.size(1);
   expect_activation(dout.dtype(), op, "dout");
-  const std::vector<int32_t> ids = host_ids(tokens, V, stream);
-  if (ids.empty() || C == 0) return;
-  int64_t U = 0;
-  const std::vector<int32_t> groups = group_by_id(ids, V, &U);
-  const Tensor device_groups = Tensor::empty(Shape{static_cast<int64_t>(groups.size())},
-                                             DType::kI32, dweight.device());  // (2U + 1 + N)
-  CUDA_CHECK(cudaMemcpyAsync(device_groups.data<int32_t>(), groups.data(),
-                             groups.size() * sizeof(int32_t), cudaMemcpyHostToDevice, stream));
-  // `groups` is pageable and dies with this scope: wait for the copy (the stream is idle after
-  // host_ids, so this costs the copy alone).
-  CUDA_CHECK(cudaStreamSynchronize(stream));
+  // No check of the ids here, and no wait: the backward trusts the ids embedding_forward checked
+  // at the start of the step (an id outside [0, V) is skipped, never written).
+  const int64_t N = tokens.numel();
+  if (N == 0 || V == 0 || C == 0) return;
+  // Scratch: the sort's keys and positions, in and out, 4 * N * 4 bytes (each array rounded up to
+  // 256 bytes), plus CUB's temporary storage, its histograms and look-back: on SM90 1 KiB per
+  // radix pass and per tile of 8832 pairs, plus 0.5 KiB (1 byte up to 4864 pairs, one tile). For
+  // B * T = 16384 and V = 32000: 262144 + 4607 bytes. It goes back to the pool when this returns:
+  // the pool frees on the legacy default stream, after the work queued here on `stream` (a
+  // blocking stream).
+  const size_t scratch_bytes = embedding_backward_scratch_bytes(N, V);
+  const auto scratch_words =
+      static_cast<int64_t>((scratch_bytes + sizeof(int32_t) - 1) / sizeof(int32_t));
+  const Tensor scratch = Tensor::empty(Shape{scratch_words}, DType::kI32, dweight.device());
   memento::cuda::detail::dispatch_activation(dout.dtype(), op, "dout", [&](auto zero) {
     using T = decltype(zero);
-    launch_embedding_backward(device_groups.data<int32_t>(), U, static_cast<const T*>(dout.raw()),
-                              static_cast<float*>(dweight.raw()), C, stream);
+    launch_embedding_backward(static_cast<const int32_t*>(tokens.raw()),
+                              static_cast<const T*>(dout.raw()), static_cast<float*>(dweight.raw()),
+                              N, V, C, scratch.data<int32_t>(), scratch_bytes, stream);
   });
 }
 

@@ -96,6 +96,7 @@ void visit_config(C& c, V& v) {
     v.field("cp", c.parallel.cp);
     v.field("zero1", c.parallel.zero1);
     v.field("bucket_mb", c.parallel.bucket_mb);
+    v.field("nccl_timeout_s", c.parallel.nccl_timeout_s);
   });
 }
 
@@ -680,6 +681,9 @@ void ParallelConfig::validate() const {
     invalid("parallel.cp = ", cp, ": context parallelism is not available in this build yet");
   }
   if (!(bucket_mb > 0)) invalid("parallel.bucket_mb: must be positive, got ", bucket_mb);
+  if (!(nccl_timeout_s >= 0) || !std::isfinite(nccl_timeout_s))
+    invalid("parallel.nccl_timeout_s: must be a number of seconds >= 0 (0: no deadline), got ",
+            nccl_timeout_s);
 }
 
 void Config::validate() const {

@@ -70,9 +70,9 @@ struct OptimConfig {
 };
 
 struct CheckpointConfig {
-  std::string dir;    // resolved by parse_config to <run.out_dir>/checkpoints when empty
-  int64_t every = 0;  // steps between checkpoints; 0 = only at the end
-  int64_t keep = 2;   // most recent checkpoints kept on disk; at least 1
+  std::string dir;     // resolved by parse_config to <run.out_dir>/checkpoints when empty
+  int64_t every = 0;   // steps between checkpoints; 0 = only at the end
+  int64_t keep = 2;    // most recent checkpoints kept on disk; at least 1
   bool at_end = true;  // save when training ends (a stop by SIGTERM always saves)
   void validate() const;
   bool operator==(const CheckpointConfig&) const = default;
@@ -88,12 +88,15 @@ struct MemoryConfig {
 };
 
 struct ParallelConfig {
-  int64_t dp = 1;  // data parallel ranks; the launcher checks dp × tp × pp × cp = world size
-  int64_t tp = 1;  // tensor parallel (not available yet: must be 1)
-  int64_t pp = 1;  // pipeline parallel (not available yet: must be 1)
-  int64_t cp = 1;  // context parallel (not available yet: must be 1)
-  bool zero1 = false;     // shard optimizer states over the data-parallel ranks (ZeRO-1)
+  int64_t dp = 1;      // data parallel ranks; the launcher checks dp × tp × pp × cp = world size
+  int64_t tp = 1;      // tensor parallel (not available yet: must be 1)
+  int64_t pp = 1;      // pipeline parallel (not available yet: must be 1)
+  int64_t cp = 1;      // context parallel (not available yet: must be 1)
+  bool zero1 = false;  // shard optimizer states over the data-parallel ranks (ZeRO-1)
   double bucket_mb = 25;  // gradient all-reduce bucket size, MiB of gradients
+  // A GPU collective not finished this long after it was issued aborts the job (NCCL watchdog);
+  // 0: no deadline.
+  double nccl_timeout_s = 600;
   int64_t world_size() const { return dp * tp * pp * cp; }
   void validate() const;
   bool operator==(const ParallelConfig&) const = default;

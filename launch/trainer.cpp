@@ -188,7 +188,7 @@ void Trainer::init(bool resume) {
 #ifdef MEMENTO_WITH_CUDA
     // GPU buffers are reduced by NCCL over the same ranks, on its own stream (overlapping
     // backward); the MPI group keeps the host-side agreements (loss, signals).
-    gpu_dp_ = parallel::make_nccl_communicator(dp_, "dp");
+    gpu_dp_ = parallel::make_nccl_communicator(dp_, "dp", config_.parallel.nccl_timeout_s);
 #endif
   }
   if (dp_size > 1) {

@@ -1,17 +1,16 @@
 #include "parallel/nccl_communicator.h"
 
-
 #include <array>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
-#include <thread>
 #include <utility>
 
 #include "core/cuda/check.h"
 #include "core/error.h"
 #include "parallel/collective_checks.h"
 #include "parallel/mpi_communicator.h"
+#include "parallel/nccl_watchdog.h"
 
 namespace memento::parallel {
 namespace {
@@ -102,10 +101,12 @@ void order_compute_after(int device, cudaEvent_t event) {
   CUDA_CHECK(cudaStreamWaitEvent(compute_stream(), event, 0));
 }
 
-// An all-reduce queued on the communicator's stream, ending at `done_` (owned here).
+// An all-reduce queued on the communicator's stream, ending at `done_` (owned here). A collective
+// that never ends is the watchdog's to report; wait() and test() never block the host.
 class NcclWork final : public Work {
  public:
   NcclWork(int device, cudaEvent_t done) : device_(device), done_(done) {}
+  cudaEvent_t event() const { return done_; }
   ~NcclWork() override {
     if (!waited_) order_compute_after(device_, done_);
     (void)cudaEventDestroy(done_);
@@ -153,9 +154,11 @@ namespace detail {
 
 }  // namespace detail
 
-NcclCommunicator::NcclCommunicator(std::unique_ptr<Communicator> host, std::string name)
-    : host_(std::move(host)), name_(std::move(name)) {
+NcclCommunicator::NcclCommunicator(std::unique_ptr<Communicator> host, std::string name,
+                                   double timeout_s)
+    : host_(std::move(host)), name_(std::move(name)), timeout_s_(timeout_s) {
   MEMENTO_CHECK(host_ != nullptr, "NcclCommunicator '", name_, "' needs a host communicator");
+  MEMENTO_CHECK(timeout_s >= 0, "NcclCommunicator '", name_, "': timeout ", timeout_s, " s");
   rank_ = host_->rank();
   size_ = host_->size();
   CUDA_CHECK(cudaGetDevice(&device_));
@@ -169,59 +172,55 @@ NcclCommunicator::NcclCommunicator(std::unique_ptr<Communicator> host, std::stri
   host_->broadcast(TensorView(words.data(), Shape{static_cast<int64_t>(words.size())}, DType::kI64),
                    0);
   std::memcpy(&id, words.data(), sizeof(id));
-  NCCL_CHECK(ncclCommInitRank(&comm_, size_, id, rank_));
+  // Non-blocking: no NCCL call waits inside NCCL (set-up, a launch that connects to peers,
+  // finalize), so that the watchdog can bound every wait and abort.
+  ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+  config.blocking = 0;
+  const ncclResult_t init = ncclCommInitRankConfig(&comm_, size_, id, rank_, &config);
+  watchdog_ = std::make_unique<NcclWatchdog>(
+      comm_, device_,
+      ::memento::detail::concat("communicator '", name_, "' (rank ", rank_, " of ", size_,
+                                ", cuda:", device_, ")"),
+      timeout_s);
+  watchdog_->complete(init, "communicator set-up (ncclCommInitRankConfig)", 0);
 
   CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   ready_ = make_event();
-  done_ = make_event();
 }
 
 NcclCommunicator::~NcclCommunicator() {
   cuda::DeviceGuard guard(device_);
-  synchronize();
+  watchdog_->drain();
+  watchdog_->complete(ncclCommFinalize(comm_), "communicator shutdown (ncclCommFinalize)", 0);
+  watchdog_.reset();
+  // After a finished finalize, destroy only frees this rank's resources: it cannot wait.
   NCCL_CHECK(ncclCommDestroy(comm_));
-  (void)cudaEventDestroy(done_);
   (void)cudaEventDestroy(ready_);
   (void)cudaStreamDestroy(stream_);
 }
 
 template <typename Launch>
-void NcclCommunicator::enqueue(cudaEvent_t done, Launch&& launch) {
+cudaEvent_t NcclCommunicator::enqueue(const char* op, size_t bytes, Launch&& launch) {
   cuda::DeviceGuard guard(device_);
   CUDA_CHECK(cudaEventRecord(ready_, compute_stream()));
   CUDA_CHECK(cudaStreamWaitEvent(stream_, ready_, 0));
-  launch();
-  CUDA_CHECK(cudaEventRecord(done, stream_));
+  // Until a launch's ncclInProgress has become ncclSuccess, nothing else may go on stream_.
+  watchdog_->complete(launch(), op, bytes);
+  return watchdog_->track(op, bytes, stream_);
 }
 
 template <typename Launch>
-void NcclCommunicator::run_blocking(Launch&& launch) {
-  enqueue(done_, std::forward<Launch>(launch));
-  order_compute_after(device_, done_);
-}
-
-void NcclCommunicator::synchronize() {
-  // Polls rather than cudaStreamSynchronize: a collective whose peer failed never ends, and NCCL
-  // reports that only through ncclCommGetAsyncError.
-  for (;;) {
-    const cudaError_t status = cudaStreamQuery(stream_);
-    if (status == cudaSuccess) return;
-    if (status != cudaErrorNotReady) CUDA_CHECK(status);
-    (void)cudaGetLastError();  // clear the "not ready"
-    ncclResult_t async_error = ncclSuccess;
-    NCCL_CHECK(ncclCommGetAsyncError(comm_, &async_error));
-    if (async_error != ncclInProgress) NCCL_CHECK(async_error);
-    std::this_thread::yield();
-  }
+void NcclCommunicator::run_blocking(const char* op, size_t bytes, Launch&& launch) {
+  order_compute_after(device_, enqueue(op, bytes, std::forward<Launch>(launch)));
 }
 
 void NcclCommunicator::all_reduce(const TensorView& buffer, ReduceOp op) {
   const bool meta = check_buffer(*this, "all_reduce", buffer);
   const ncclDataType_t type = reduce_type(*this, "all_reduce", buffer);
   if (meta || buffer.numel() == 0) return;
-  run_blocking([&] {
-    NCCL_CHECK(ncclAllReduce(buffer.raw(), buffer.raw(), static_cast<size_t>(buffer.numel()), type,
-                             nccl_op(op), comm_, stream_));
+  run_blocking("all_reduce", buffer.bytes(), [&] {
+    return ncclAllReduce(buffer.raw(), buffer.raw(), static_cast<size_t>(buffer.numel()), type,
+                         nccl_op(op), comm_, stream_);
   });
 }
 
@@ -229,13 +228,14 @@ std::unique_ptr<Work> NcclCommunicator::all_reduce_async(const TensorView& buffe
   const bool meta = check_buffer(*this, "all_reduce_async", buffer);
   const ncclDataType_t type = reduce_type(*this, "all_reduce_async", buffer);
   if (meta || buffer.numel() == 0) return std::make_unique<DoneWork>();
+  cuda::DeviceGuard guard(device_);
   // Each Work has its own event: test() asks about this all-reduce, not the latest one.
-  const cudaEvent_t done = make_event();
-  auto work = std::make_unique<NcclWork>(device_, done);
-  enqueue(done, [&] {
-    NCCL_CHECK(ncclAllReduce(buffer.raw(), buffer.raw(), static_cast<size_t>(buffer.numel()), type,
-                             nccl_op(op), comm_, stream_));
+  auto work = std::make_unique<NcclWork>(device_, make_event());
+  enqueue("all_reduce_async", buffer.bytes(), [&] {
+    return ncclAllReduce(buffer.raw(), buffer.raw(), static_cast<size_t>(buffer.numel()), type,
+                         nccl_op(op), comm_, stream_);
   });
+  CUDA_CHECK(cudaEventRecord(work->event(), stream_));
   return work;
 }
 
@@ -252,9 +252,9 @@ void NcclCommunicator::reduce_scatter(const TensorView& input, const TensorView&
   MEMENTO_EXPECT(!overlaps(input, output) || detail::is_chunk_of(output, input, rank_), ShapeError,
                  where(*this, what), ": output overlaps input other than as chunk ", rank_,
                  " of it");
-  run_blocking([&] {
-    NCCL_CHECK(ncclReduceScatter(input.raw(), output.raw(), static_cast<size_t>(output.numel()),
-                                 type, nccl_op(op), comm_, stream_));
+  run_blocking(what, input.bytes(), [&] {
+    return ncclReduceScatter(input.raw(), output.raw(), static_cast<size_t>(output.numel()), type,
+                             nccl_op(op), comm_, stream_);
   });
 }
 
@@ -270,8 +270,8 @@ void NcclCommunicator::all_gather(const TensorView& input, const TensorView& out
                  where(*this, what), ": input overlaps output other than as chunk ", rank_,
                  " of it");
   // Moved as bytes: no arithmetic, so every dtype goes.
-  run_blocking([&] {
-    NCCL_CHECK(ncclAllGather(input.raw(), output.raw(), input.bytes(), ncclUint8, comm_, stream_));
+  run_blocking(what, output.bytes(), [&] {
+    return ncclAllGather(input.raw(), output.raw(), input.bytes(), ncclUint8, comm_, stream_);
   });
 }
 
@@ -279,9 +279,9 @@ void NcclCommunicator::broadcast(const TensorView& buffer, int root) {
   const bool meta = check_buffer(*this, "broadcast", buffer);
   detail::check_peer(*this, "broadcast", "root", root);
   if (meta || buffer.numel() == 0) return;
-  run_blocking([&] {
-    NCCL_CHECK(
-        ncclBroadcast(buffer.raw(), buffer.raw(), buffer.bytes(), ncclUint8, root, comm_, stream_));
+  run_blocking("broadcast", buffer.bytes(), [&] {
+    return ncclBroadcast(buffer.raw(), buffer.raw(), buffer.bytes(), ncclUint8, root, comm_,
+                         stream_);
   });
 }
 
@@ -290,8 +290,9 @@ void NcclCommunicator::send(const TensorView& buffer, int peer, int /*tag*/) {
   detail::check_peer(*this, "send", "peer", peer);
   check_not_self(*this, "send", peer);
   if (meta || buffer.numel() == 0) return;
-  run_blocking(
-      [&] { NCCL_CHECK(ncclSend(buffer.raw(), buffer.bytes(), ncclUint8, peer, comm_, stream_)); });
+  run_blocking("send", buffer.bytes(), [&] {
+    return ncclSend(buffer.raw(), buffer.bytes(), ncclUint8, peer, comm_, stream_);
+  });
 }
 
 void NcclCommunicator::recv(const TensorView& buffer, int peer, int /*tag*/) {
@@ -299,8 +300,9 @@ void NcclCommunicator::recv(const TensorView& buffer, int peer, int /*tag*/) {
   detail::check_peer(*this, "recv", "peer", peer);
   check_not_self(*this, "recv", peer);
   if (meta || buffer.numel() == 0) return;
-  run_blocking(
-      [&] { NCCL_CHECK(ncclRecv(buffer.raw(), buffer.bytes(), ncclUint8, peer, comm_, stream_)); });
+  run_blocking("recv", buffer.bytes(), [&] {
+    return ncclRecv(buffer.raw(), buffer.bytes(), ncclUint8, peer, comm_, stream_);
+  });
 }
 
 void NcclCommunicator::barrier() {
@@ -308,22 +310,23 @@ void NcclCommunicator::barrier() {
     barrier_token_ = Tensor::zeros({1}, DType::kI32, Device{DeviceKind::kCuda, device_});
   all_reduce(barrier_token_);
   cuda::DeviceGuard guard(device_);
-  synchronize();
+  watchdog_->drain();
 }
 
 std::unique_ptr<Communicator> NcclCommunicator::split(int color, int key, const std::string& name) {
   std::unique_ptr<Communicator> part = host_->split(color, key, name);
   if (part == nullptr) return nullptr;
   cuda::DeviceGuard guard(device_);
-  return std::make_unique<NcclCommunicator>(std::move(part), name);
+  return std::make_unique<NcclCommunicator>(std::move(part), name, timeout_s_);
 }
 
 std::unique_ptr<NcclCommunicator> make_nccl_communicator(Communicator& host,
-                                                         const std::string& name) {
+                                                         const std::string& name,
+                                                         double timeout_s) {
   std::unique_ptr<Communicator> copy = host.split(0, host.rank(), name);
   MEMENTO_CHECK(copy != nullptr && copy->size() == host.size(), "splitting '", host.name(),
                 "' for the NCCL communicator '", name, "' lost ranks");
-  return std::make_unique<NcclCommunicator>(std::move(copy), name);
+  return std::make_unique<NcclCommunicator>(std::move(copy), name, timeout_s);
 }
 
 }  // namespace memento::parallel

@@ -7,6 +7,12 @@
 // broadcast, send, recv) then makes the compute stream wait for the collective: stream order, the
 // host does not block. all_reduce_async's Work::wait() does the same later, so compute work queued
 // in between overlaps the collective; barrier() also blocks the host until the collective is done.
+//
+// Failures: the communicator is non-blocking and watched (parallel/nccl_watchdog.h). A collective
+// or NCCL call that fails (a peer exited, a network error) or does not finish within the
+// timeout (parallel.nccl_timeout_s, default 600 s; 0: no deadline) aborts the communicator and then
+// the job, with a message naming the operation, its size, the communicator and the rank, whether
+// the host is waiting here or elsewhere (e.g. on the compute stream, which waits for collectives).
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -38,6 +44,8 @@ namespace detail {
 
 namespace memento::parallel {
 
+class NcclWatchdog;
+
 // A communicator over the ranks of a host communicator (MPI, or SelfCommunicator for one rank),
 // on the CUDA device that is current when it is built; one GPU per rank (NCCL refuses two ranks on
 // one GPU). Buffers are tensors on that GPU; kMeta tensors make every collective a no-op after the
@@ -48,9 +56,11 @@ namespace memento::parallel {
 class NcclCommunicator final : public Communicator {
  public:
   // Collective over `host`: rank 0 makes the NCCL id, host->broadcast() hands it round, every rank
-  // joins on the current device. The communicator keeps `host` for split().
-  NcclCommunicator(std::unique_ptr<Communicator> host, std::string name);
-  // Waits for the collectives queued on its stream, then ncclCommDestroy.
+  // joins on the current device. The communicator keeps `host` for split(). timeout_s: the
+  // watchdog's deadline for every NCCL call and collective, 0 for none.
+  NcclCommunicator(std::unique_ptr<Communicator> host, std::string name, double timeout_s);
+  // Waits for the collectives queued on its stream, then ncclCommFinalize and ncclCommDestroy;
+  // bounded by the timeout like every wait here (past it the job is aborted), and never throws.
   ~NcclCommunicator() override;
   NcclCommunicator(const NcclCommunicator&) = delete;
   NcclCommunicator& operator=(const NcclCommunicator&) = delete;
@@ -85,35 +95,35 @@ class NcclCommunicator final : public Communicator {
   std::unique_ptr<Communicator> split(int color, int key, const std::string& name) override;
 
  private:
-  // Orders `stream_` after the compute stream, runs `launch` (the NCCL call) on it and records
-  // `done` after it.
+  // Orders `stream_` after the compute stream, runs `launch` (the NCCL call `op`, moving `bytes`;
+  // it returns the call's result) on it, and hands the collective to the watchdog. Returns an
+  // event after the collective, for stream ordering only.
   template <typename Launch>
-  void enqueue(cudaEvent_t done, Launch&& launch);
+  cudaEvent_t enqueue(const char* op, size_t bytes, Launch&& launch);
   // enqueue(), then the compute stream waits for the collective.
   template <typename Launch>
-  void run_blocking(Launch&& launch);
-  // Blocks the host until `stream_` is idle, turning NCCL's asynchronous errors into fatal ones.
-  void synchronize();
+  void run_blocking(const char* op, size_t bytes, Launch&& launch);
 
   std::unique_ptr<Communicator> host_;  // the bootstrap communicator over the same ranks
   std::string name_;
   int rank_ = 0;
   int size_ = 1;
   int device_ = 0;
+  double timeout_s_ = 0;  // handed to split()'s communicators
   ncclComm_t comm_ = nullptr;
+  std::unique_ptr<NcclWatchdog> watchdog_;  // every wait on comm_ and its collectives
   // Raw handles owned here: a non-blocking stream (cuda::CudaStream makes blocking ones, which
-  // the legacy default stream would serialise with, undoing the overlap) and two events without
+  // the legacy default stream would serialise with, undoing the overlap) and an event without
   // timing, the cheap kind for ordering.
   cudaStream_t stream_ = nullptr;
   cudaEvent_t ready_ = nullptr;  // the compute stream's queue as a collective starts
-  cudaEvent_t done_ = nullptr;   // the end of the last blocking collective
   Tensor barrier_token_;         // (1) i32 on device_, made by the first barrier()
 };
 
 // The trainer's entry point: an NcclCommunicator over the ranks of `host` (e.g. ProcessGroups'
 // dp group), on the current CUDA device. It splits `host` into a copy that it owns, so `host`
-// need not outlive it. Every rank of `host` must call it.
+// need not outlive it. Every rank of `host` must call it. timeout_s: as for the constructor.
 std::unique_ptr<NcclCommunicator> make_nccl_communicator(Communicator& host,
-                                                         const std::string& name);
+                                                         const std::string& name, double timeout_s);
 
 }  // namespace memento::parallel

@@ -25,6 +25,9 @@
 namespace memento::parallel {
 namespace {
 
+// The watchdog's deadline here: a hung collective fails the test in a minute, not ctest's 15.
+constexpr double kTimeoutSeconds = 60;
+
 // One NCCL communicator for the whole run (its setup costs far more than a test), made before the
 // first test and destroyed after the last, while MPI and CUDA are still up.
 struct NcclSetup {
@@ -72,7 +75,7 @@ class NcclEnvironment final : public ::testing::Environment {
     }
     s.device = local_rank % gpus;
     CUDA_CHECK(cudaSetDevice(s.device));
-    s.nccl = make_nccl_communicator(*s.world, "world");
+    s.nccl = make_nccl_communicator(*s.world, "world", kTimeoutSeconds);
   }
   void TearDown() override {
     setup().nccl.reset();

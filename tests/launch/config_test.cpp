@@ -149,6 +149,9 @@ TEST(Config, InconsistentValues) {
             "t.yaml:1: parallel.pp = 4: pipeline parallelism is not available in this build yet");
   EXPECT_EQ(error_of("parallel: {cp: 2}"),
             "t.yaml:1: parallel.cp = 2: context parallelism is not available in this build yet");
+  EXPECT_EQ(error_of("parallel: {nccl_timeout_s: -5}"),
+            "t.yaml:1: parallel.nccl_timeout_s: must be a number of seconds >= 0 (0: no deadline), "
+            "got -5");
   EXPECT_EQ(error_of("data: {format: parquet}"),
             "t.yaml:1: data.format: unknown value 'parquet'; supported: auto, llmc, megatron");
   EXPECT_EQ(error_of("checkpoint: {keep: 0}"),

@@ -407,9 +407,9 @@ StepMetrics Trainer::train_step() {
   MEMENTO_EXPECT(std::isfinite(grad_norm) && std::isfinite(loss_sum), Error, "step ", step_ + 1,
                  ": loss or gradient norm is not finite (loss sum ", loss_sum, ", grad norm ",
                  grad_norm, "); lower optim.lr or check the data");
-  optim::clip_grad_norm(grads, grad_norm, config_.optim.grad_clip);
   const double lr = schedule_.at(step_);
-  optimizer_->step(model_->params(), lr);
+  // Clipping is fused into the update: the optimizer reads the gradients times this factor.
+  optimizer_->step(model_->params(), lr, optim::clip_factor(grad_norm, config_.optim.grad_clip));
   if (optimizer_->shard().size() < model_->params().padded_numel()) {
     // ZeRO-1: each rank updated its shard; gather the others' updates.
     const TensorView values = model_->params().flat_values();

@@ -22,8 +22,10 @@ class AdamW {
   AdamW(const ParameterSet& params, AdamWOptions options, FlatRange shard = {});
 
   // One update of every parameter in the shard from its gradient at learning rate lr:
-  //   m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;  p -= lr (m_hat / (sqrt(v_hat) + eps) + wd p).
-  void step(ParameterSet& params, double lr);
+  //   m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;  p -= lr (m_hat / (sqrt(v_hat) + eps) + wd p),
+  // with g = grad_scale times the stored gradient (global-norm clipping's factor, applied as the
+  // gradients are read instead of in a pass over them; the stored gradients are left as they are).
+  void step(ParameterSet& params, double lr, double grad_scale = 1.0);
 
   int64_t& step_count() { return step_; }  // updates taken so far (checkpointed)
   FlatRange shard() const { return shard_; }
@@ -36,7 +38,7 @@ class AdamW {
   FlatRange shard_;
   int64_t step_ = 0;
 #ifdef MEMENTO_WITH_CUDA
-  void step_cuda(ParameterSet& params, double lr);
+  void step_cuda(ParameterSet& params, double lr, double grad_scale);
 #endif
   Tensor exp_avg_;     // (shard.size(),)
   Tensor exp_avg_sq_;  // (shard.size(),)

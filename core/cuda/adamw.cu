@@ -10,21 +10,60 @@ namespace {
 
 constexpr int kThreads = 256;
 
+using memento::cuda::detail::global_thread;
+using memento::cuda::detail::grid_threads;
+using memento::cuda::detail::load_pack;
+using memento::cuda::detail::Pack;
+using memento::cuda::detail::store_pack;
+using memento::cuda::detail::vector_aligned;
+
+// Elements per vectorised access: two 16-byte words of each fp32 buffer, one of the bf16 copy.
+constexpr int kPack = 8;
+// 2048 x 256 threads fill an H200's 132 SMs several times over; larger buffers loop.
+constexpr int64_t kMaxBlocks = 2048;
+
 // Scalars derived on the host in fp64 and rounded once, exactly as the CPU optimizer does.
 struct AdamWScalars {
-  float beta1, beta2, step_size, inv_sqrt_bias2, eps, decay;
+  float beta1, beta2, step_size, inv_sqrt_bias2, eps, decay, grad_scale;
 };
 
+// One element's update, the same fp32 operations in the same order as the CPU optimizer.
+__device__ __forceinline__ void adamw_element(float& p, float g, float& m, float& v,
+                                              const AdamWScalars& k) {
+  g *= k.grad_scale;
+  m = k.beta1 * m + (1.0f - k.beta1) * g;
+  v = k.beta2 * v + (1.0f - k.beta2) * g * g;
+  p = p * k.decay - k.step_size * m / (sqrtf(v) * k.inv_sqrt_bias2 + k.eps);
+}
+
+// A grid-stride walk over n / kN packs, then the n % kN tail one element at a time (kN == 1:
+// every element, for buffers that are not 16-byte aligned).
+template <int kN>
 __global__ void adamw_flat_elementwise(float* __restrict__ p, const float* __restrict__ g,
                                        float* __restrict__ m, float* __restrict__ v,
                                        __nv_bfloat16* __restrict__ p_bf16, int64_t n,
                                        AdamWScalars k) {
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const float gi = g[i];
-    const float mi = k.beta1 * m[i] + (1.0f - k.beta1) * gi;
-    const float vi = k.beta2 * v[i] + (1.0f - k.beta2) * gi * gi;
-    const float pi = p[i] * k.decay - k.step_size * mi / (sqrtf(vi) * k.inv_sqrt_bias2 + k.eps);
+  const int64_t packs = n / kN;
+  for (int64_t i = global_thread(); i < packs; i += grid_threads()) {
+    Pack<float, kN> pp = load_pack<kN>(p + i * kN);
+    const Pack<float, kN> gp = load_pack<kN>(g + i * kN);
+    Pack<float, kN> mp = load_pack<kN>(m + i * kN);
+    Pack<float, kN> vp = load_pack<kN>(v + i * kN);
+#pragma unroll
+    for (int j = 0; j < kN; ++j) adamw_element(pp.v[j], gp.v[j], mp.v[j], vp.v[j], k);
+    store_pack<kN>(m + i * kN, mp);
+    store_pack<kN>(v + i * kN, vp);
+    store_pack<kN>(p + i * kN, pp);
+    if (p_bf16) {
+      Pack<__nv_bfloat16, kN> bp;
+#pragma unroll
+      for (int j = 0; j < kN; ++j) bp.v[j] = __float2bfloat16_rn(pp.v[j]);
+      store_pack<kN>(p_bf16 + i * kN, bp);
+    }
+  }
+  for (int64_t i = packs * kN + global_thread(); i < n; i += grid_threads()) {
+    float pi = p[i], mi = m[i], vi = v[i];
+    adamw_element(pi, g[i], mi, vi, k);
     m[i] = mi;
     v[i] = vi;
     p[i] = pi;
@@ -40,14 +79,21 @@ void launch_adamw_flat(float* params, const float* grads, float* exp_avg, float*
   const double t = static_cast<double>(h.step);
   const double bias1 = 1.0 - std::pow(h.beta1, t);
   const double bias2 = 1.0 - std::pow(h.beta2, t);
-  const AdamWScalars k{static_cast<float>(h.beta1),
-                       static_cast<float>(h.beta2),
-                       static_cast<float>(h.lr / bias1),
-                       static_cast<float>(1.0 / std::sqrt(bias2)),
-                       static_cast<float>(h.eps),
-                       static_cast<float>(1.0 - h.lr * h.weight_decay)};
-  adamw_flat_elementwise<<<memento::cuda::detail::blocks_for(n, kThreads), kThreads, 0, stream>>>(
-      params, grads, exp_avg, exp_avg_sq, static_cast<__nv_bfloat16*>(params_bf16), n, k);
+  const AdamWScalars k{
+      static_cast<float>(h.beta1),      static_cast<float>(h.beta2),
+      static_cast<float>(h.lr / bias1), static_cast<float>(1.0 / std::sqrt(bias2)),
+      static_cast<float>(h.eps),        static_cast<float>(1.0 - h.lr * h.weight_decay),
+      static_cast<float>(h.grad_scale)};
+  auto* bf16 = static_cast<__nv_bfloat16*>(params_bf16);
+  using memento::cuda::detail::blocks_for;
+  if (vector_aligned(params) && vector_aligned(grads) && vector_aligned(exp_avg) &&
+      vector_aligned(exp_avg_sq) && (bf16 == nullptr || vector_aligned(bf16)))
+    adamw_flat_elementwise<kPack>
+        <<<blocks_for(n / kPack, kThreads, kMaxBlocks), kThreads, 0, stream>>>(
+            params, grads, exp_avg, exp_avg_sq, bf16, n, k);
+  else
+    adamw_flat_elementwise<1><<<blocks_for(n, kThreads, kMaxBlocks), kThreads, 0, stream>>>(
+        params, grads, exp_avg, exp_avg_sq, bf16, n, k);
   CUDA_CHECK_LAUNCH();
 }
 

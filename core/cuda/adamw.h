@@ -1,7 +1,8 @@
 // Fused AdamW over flat fp32 buffers on the GPU (ARCHITECTURE contract 1: the buffers are the
 // rank's flat parameter, gradient and state buffers, or ranges of them). The update matches
 // optim::AdamW on the CPU: m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
-// p = p (1 - lr wd) - lr/bias1 * m / (sqrt(v) / sqrt(bias2) + eps).
+// p = p (1 - lr wd) - lr/bias1 * m / (sqrt(v) / sqrt(bias2) + eps), with g the gradient times
+// grad_scale (global-norm clipping's factor, applied here instead of in a pass of its own).
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -19,6 +20,7 @@ struct AdamWHyper {
   double eps = 1e-8;
   double weight_decay = 0;  // for this range; the caller splits decayed and undecayed ranges
   int64_t step = 1;         // the update being taken, from 1 (for the bias corrections)
+  double grad_scale = 1;    // the gradients are read multiplied by this (rounded to fp32 once)
 };
 
 // Updates params, exp_avg and exp_avg_sq in place from grads; all (n) f32 on one GPU. When

@@ -36,10 +36,17 @@ TEST_F(CudaAdamW, MatchesCpuOptimizerOverSteps) {
     for (int step = 1; step <= kSteps; ++step) {
       const Tensor g = random_gpu(Shape{total}, DType::kF32, 1000 * step + n, 0.f, 0.1f);
       copy(g, params.flat_grads());
-      cpu.step(params, kLr);
+      // Clipping's factor on some steps (fused into the update on both sides).
+      const double grad_scale = step % 2 == 0 ? 0.3 : 1.0;
+      cpu.step(params, kLr, grad_scale);
       for (const auto& e : params.entries()) {
-        const ops::cuda::AdamWHyper h{kLr, options.beta1, options.beta2, options.eps,
-                                      e.weight_decay ? options.weight_decay : 0.0, step};
+        const ops::cuda::AdamWHyper h{kLr,
+                                      options.beta1,
+                                      options.beta2,
+                                      options.eps,
+                                      e.weight_decay ? options.weight_decay : 0.0,
+                                      step,
+                                      grad_scale};
         const Shape s{e.shape.numel()};
         ops::cuda::adamw_step(p.view().flat_range(e.offset, s), g.view().flat_range(e.offset, s),
                               m.view().flat_range(e.offset, s), v.view().flat_range(e.offset, s),
@@ -52,6 +59,34 @@ TEST_F(CudaAdamW, MatchesCpuOptimizerOverSteps) {
     expect_parity("adamw.exp_avg_sq" + n_str, v, cpu.exp_avg_sq(), DType::kF32);
     expect_parity("adamw.params_bf16" + n_str, p_bf16, params.flat_values(), DType::kBF16);
   }
+}
+
+// Buffers one element off 16-byte alignment take the scalar path: the same bits as the vector one.
+TEST_F(CudaAdamW, ScalarPathEqualsVectorPath) {
+  const int64_t n = 1003;  // packs of 8 and a tail of 3
+  const Shape s{n};
+  const ops::cuda::AdamWHyper h{1e-2, 0.9, 0.95, 1e-8, 0.1, 3, 0.5};
+  const Tensor p0 = random_gpu(s, DType::kF32, 1), g0 = random_gpu(s, DType::kF32, 2);
+  const Tensor m0 = random_gpu(s, DType::kF32, 3, 0.f, 0.1f);
+  const Tensor v0 = random_gpu(s, DType::kF32, 4, 1.f, 0.1f);
+  std::vector<std::vector<double>> results[2];
+  for (int64_t o = 0; o < 2; ++o) {  // o = 1: every buffer one element off alignment
+    auto at_offset = [&](const Tensor& base, DType dtype) {
+      const Tensor t = Tensor::zeros(Shape{n + 1}, dtype, kGpu);
+      if (base.defined()) copy(base, t.view().flat_range(o, s));
+      return t;
+    };
+    const Tensor p = at_offset(p0, DType::kF32), g = at_offset(g0, DType::kF32);
+    const Tensor m = at_offset(m0, DType::kF32), v = at_offset(v0, DType::kF32);
+    const Tensor b = at_offset(Tensor(), DType::kBF16);
+    ops::cuda::adamw_step(p.view().flat_range(o, s), g.view().flat_range(o, s),
+                          m.view().flat_range(o, s), v.view().flat_range(o, s),
+                          b.view().flat_range(o, s), h);
+    for (const Tensor* t : {&p, &m, &v, &b})
+      results[o].push_back(values(t->view().flat_range(o, s)));
+  }
+  for (size_t i = 0; i < results[0].size(); ++i)
+    EXPECT_EQ(results[0][i], results[1][i]) << "buffer " << i;
 }
 
 TEST_F(CudaAdamW, WithoutBf16CopyAndRejectsBadShapes) {

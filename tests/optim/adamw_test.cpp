@@ -4,10 +4,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "core/ops/elementwise.h"
 #include "core/parameters.h"
 
 namespace memento::optim {
@@ -169,6 +171,53 @@ TEST(AdamW, StepCountIsCheckpointableAndDrivesBiasCorrection) {
   ref.step(1.0, 10, 1.0, AdamWOptions{}, false);
   EXPECT_NEAR(ps.flat_values().data<double>()[0], ref.p, 1e-14);
   EXPECT_GT(std::fabs(ref.p + 1.0), 0.1) << "the reference differs from a step-1 update";
+}
+
+// The clipping factor fused into the update: the same bits as scaling the gradients first, and
+// the stored gradients are left unscaled.
+TEST(AdamW, GradScaleEqualsScalingTheGradientsFirst) {
+  for (DType dtype : {DType::kF32, DType::kF64}) {
+    auto make = [&](ParameterSet& ps) {
+      ps.declare("w", Shape{37, 5}, ParamInit::normal(0.5f), true);
+      ps.declare("norm", Shape{5}, ParamInit::ones(), false);
+      ps.allocate(dtype);
+      ps.initialize(3);
+    };
+    ParameterSet fused, scaled;
+    make(fused);
+    make(scaled);
+    AdamW fused_opt(fused, AdamWOptions{}), scaled_opt(scaled, AdamWOptions{});
+    std::mt19937 rng(7);
+    std::normal_distribution<double> normal;
+    for (int step = 0; step < 3; ++step) {
+      const double factor = step == 1 ? 1.0 : 0.37 + step;
+      const int64_t n = fused.padded_numel();
+      for (int64_t i = 0; i < n; ++i) {
+        const double g = normal(rng);
+        if (dtype == DType::kF32) {
+          fused.flat_grads().data<float>()[i] = static_cast<float>(g);
+          scaled.flat_grads().data<float>()[i] = static_cast<float>(g);
+        } else {
+          fused.flat_grads().data<double>()[i] = g;
+          scaled.flat_grads().data<double>()[i] = g;
+        }
+      }
+      const std::vector<char> grads_before(
+          static_cast<const char*>(fused.flat_grads().raw()),
+          static_cast<const char*>(fused.flat_grads().raw()) + fused.flat_grads().bytes());
+      fused_opt.step(fused, 1e-2, factor);
+      ops::scale_(scaled.flat_grads(), factor);
+      scaled_opt.step(scaled, 1e-2);
+      EXPECT_EQ(std::memcmp(fused.flat_values().raw(), scaled.flat_values().raw(),
+                            fused.flat_values().bytes()),
+                0)
+          << dtype_name(dtype) << " step " << step;
+      EXPECT_EQ(std::memcmp(fused_opt.exp_avg_sq().raw(), scaled_opt.exp_avg_sq().raw(),
+                            fused_opt.exp_avg_sq().bytes()),
+                0);
+      EXPECT_EQ(std::memcmp(fused.flat_grads().raw(), grads_before.data(), grads_before.size()), 0);
+    }
+  }
 }
 
 TEST(AdamW, MetaParametersOnlyCountSteps) {

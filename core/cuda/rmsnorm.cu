@@ -36,25 +36,47 @@ constexpr int kPartialsInFlight = 32;
 constexpr int kPartialMinBlocksPerSm = 8;
 constexpr int kSumMinBlocksPerSm = 1;
 
-template <typename T>
-__global__ void rmsnorm_forward_warp_per_row(const T* __restrict__ x,
+// One warp per row; lane l takes the packs l, l + 32, ... of kN channels. kN > 1 needs C % kN == 0
+// and x, y, weight (and residual) 16-byte aligned; kN == 1 is one channel at a time, any C. With
+// residual (not null), the first pass stores x + residual, rounded to T, over x and sums the
+// squares of the rounded values; the second pass reads back what the same lane stored.
+template <typename T, int kN>
+__global__ void rmsnorm_forward_warp_per_row(T* __restrict__ x, const T* __restrict__ residual,
                                              const float* __restrict__ weight, float eps,
                                              T* __restrict__ y, float* __restrict__ rstd,
                                              int64_t rows, int64_t C) {
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarpSize;
   const int lane = static_cast<int>(threadIdx.x % kWarpSize);
   if (row >= rows) return;
-  const T* xr = x + row * C;  // (C)
-  T* yr = y + row * C;        // (C)
+  T* xr = x + row * C;  // (C)
+  T* yr = y + row * C;  // (C)
+  const int64_t packs = C / kN;
   float sum_sq = 0.f;
-  for (int64_t c = lane; c < C; c += kWarpSize) {
-    const float v = to_f32(xr[c]);
-    sum_sq += v * v;
+  for (int64_t p = lane; p < packs; p += kWarpSize) {
+    Pack<T, kN> xp = load_pack<kN>(xr + p * kN);
+    if (residual != nullptr) {
+      const Pack<T, kN> rp = load_pack<kN>(residual + row * C + p * kN);
+#pragma unroll
+      for (int j = 0; j < kN; ++j) xp.v[j] = from_f32<T>(to_f32(xp.v[j]) + to_f32(rp.v[j]));
+      store_pack<kN>(xr + p * kN, xp);
+    }
+#pragma unroll
+    for (int j = 0; j < kN; ++j) {
+      const float v = to_f32(xp.v[j]);
+      sum_sq += v * v;
+    }
   }
   sum_sq = warp_sum(sum_sq);
   const float s = 1.0f / sqrtf(sum_sq / static_cast<float>(C) + eps);
   if (lane == 0) rstd[row] = s;
-  for (int64_t c = lane; c < C; c += kWarpSize) yr[c] = from_f32<T>(to_f32(xr[c]) * s * weight[c]);
+  for (int64_t p = lane; p < packs; p += kWarpSize) {
+    const Pack<T, kN> xp = load_pack<kN>(xr + p * kN);
+    const Pack<float, kN> wp = load_pack<kN>(weight + p * kN);
+    Pack<T, kN> yp;
+#pragma unroll
+    for (int j = 0; j < kN; ++j) yp.v[j] = from_f32<T>(to_f32(xp.v[j]) * s * wp.v[j]);
+    store_pack<kN>(yr + p * kN, yp);
+  }
 }
 
 // One warp per row; lane l takes the packs l, l + 32, ... of kN channels. kN > 1 needs C % kN == 0
@@ -187,12 +209,18 @@ int64_t rows_of(const TensorView& x, const char* op) {
 int64_t rmsnorm_backward_partial_rows(int64_t rows) { return std::min(rows, kWeightRowBlocks); }
 
 template <typename T>
-void launch_rmsnorm_forward(const T* x, const float* weight, float eps, T* y, float* rstd,
-                            int64_t rows, int64_t C, cudaStream_t stream) {
+void launch_rmsnorm_forward(T* x, const T* residual, const float* weight, float eps, T* y,
+                            float* rstd, int64_t rows, int64_t C, cudaStream_t stream) {
   if (rows == 0 || C == 0) return;
+  constexpr int kN = kVectorWidth<T>;  // 8 bf16 or 4 f32: one 16-byte word of x
   const unsigned blocks = static_cast<unsigned>((rows + kRowsPerBlock - 1) / kRowsPerBlock);
-  rmsnorm_forward_warp_per_row<T>
-      <<<blocks, kThreads, 0, stream>>>(x, weight, eps, y, rstd, rows, C);
+  if (C % kN == 0 && vector_aligned(x) && vector_aligned(y) && vector_aligned(weight) &&
+      (residual == nullptr || vector_aligned(residual)))
+    rmsnorm_forward_warp_per_row<T, kN>
+        <<<blocks, kThreads, 0, stream>>>(x, residual, weight, eps, y, rstd, rows, C);
+  else
+    rmsnorm_forward_warp_per_row<T, 1>
+        <<<blocks, kThreads, 0, stream>>>(x, residual, weight, eps, y, rstd, rows, C);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -231,11 +259,11 @@ void launch_rmsnorm_backward(const T* dy, const T* x, const float* weight, const
   CUDA_CHECK_LAUNCH();
 }
 
-template void launch_rmsnorm_forward<float>(const float*, const float*, float, float*, float*,
-                                            int64_t, int64_t, cudaStream_t);
-template void launch_rmsnorm_forward<__nv_bfloat16>(const __nv_bfloat16*, const float*, float,
-                                                    __nv_bfloat16*, float*, int64_t, int64_t,
-                                                    cudaStream_t);
+template void launch_rmsnorm_forward<float>(float*, const float*, const float*, float, float*,
+                                            float*, int64_t, int64_t, cudaStream_t);
+template void launch_rmsnorm_forward<__nv_bfloat16>(__nv_bfloat16*, const __nv_bfloat16*,
+                                                    const float*, float, __nv_bfloat16*, float*,
+                                                    int64_t, int64_t, cudaStream_t);
 template void launch_rmsnorm_backward<float>(const float*, const float*, const float*, const float*,
                                              const float*, float*, float*, float*, int64_t, int64_t,
                                              cudaStream_t);
@@ -245,7 +273,7 @@ template void launch_rmsnorm_backward<__nv_bfloat16>(const __nv_bfloat16*, const
                                                      float*, int64_t, int64_t, cudaStream_t);
 
 void rmsnorm_forward(const TensorView& x, const TensorView& weight, double eps, const TensorView& y,
-                     const TensorView& rstd, cudaStream_t stream) {
+                     const TensorView& rstd, const TensorView* residual, cudaStream_t stream) {
   const char* op = "cuda::rmsnorm_forward";
   const int64_t rows = rows_of(x, op);
   const int64_t C = x.size(-1);
@@ -256,11 +284,19 @@ void rmsnorm_forward(const TensorView& x, const TensorView& weight, double eps, 
   expect_dtype(weight, DType::kF32, "cuda::rmsnorm_forward: weight");
   expect_dtype(y, x.dtype(), "cuda::rmsnorm_forward: y");
   expect_dtype(rstd, DType::kF32, "cuda::rmsnorm_forward: rstd");
+  if (residual) {
+    memento::cuda::detail::expect_cuda({*residual}, op);
+    expect_shape(*residual, x.shape(), "cuda::rmsnorm_forward: residual");
+    expect_dtype(*residual, x.dtype(), "cuda::rmsnorm_forward: residual");
+    MEMENTO_CHECK(residual->raw() != x.raw() && residual->raw() != y.raw(),
+                  "cuda::rmsnorm_forward: residual aliases x or y");
+  }
   memento::cuda::detail::dispatch_activation(x.dtype(), op, "x", [&](auto zero) {
     using T = decltype(zero);
-    launch_rmsnorm_forward(static_cast<const T*>(x.raw()), static_cast<const float*>(weight.raw()),
-                           static_cast<float>(eps), static_cast<T*>(y.raw()),
-                           static_cast<float*>(rstd.raw()), rows, C, stream);
+    launch_rmsnorm_forward(
+        static_cast<T*>(x.raw()), residual ? static_cast<const T*>(residual->raw()) : nullptr,
+        static_cast<const float*>(weight.raw()), static_cast<float>(eps), static_cast<T*>(y.raw()),
+        static_cast<float*>(rstd.raw()), rows, C, stream);
   });
 }
 

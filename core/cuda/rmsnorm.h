@@ -12,8 +12,11 @@ namespace memento::ops::cuda {
 
 // y = x * rstd * weight, rstd = 1 / sqrt(mean(x^2) + eps) accumulated in fp32.
 // x (..., C) bf16|f32, weight (C) f32, y (..., C) as x, rstd (rows) f32; rows = x.numel() / C.
+// With `residual` (..., C, x's dtype, aliasing neither x nor y), first x += residual in place,
+// rounded to x's dtype: x holds the sum and y is its norm.
 void rmsnorm_forward(const TensorView& x, const TensorView& weight, double eps, const TensorView& y,
-                     const TensorView& rstd, cudaStream_t stream = nullptr);
+                     const TensorView& rstd, const TensorView* residual = nullptr,
+                     cudaStream_t stream = nullptr);
 
 // dx = rstd * (dy * weight - x * rstd^2 * mean(dy * weight * x)) (overwrites dx);
 // dweight += sum over rows of dy * x * rstd, from per-row-block partials reduced in a fixed order
@@ -25,9 +28,10 @@ void rmsnorm_backward(const TensorView& dy, const TensorView& x, const TensorVie
                       const TensorView* residual = nullptr, cudaStream_t stream = nullptr);
 
 // Launchers on raw device pointers (T = float or __nv_bfloat16); they check the launch.
+// residual may be null; with it, x is updated in place.
 template <typename T>
-void launch_rmsnorm_forward(const T* x, const float* weight, float eps, T* y, float* rstd,
-                            int64_t rows, int64_t C, cudaStream_t stream);
+void launch_rmsnorm_forward(T* x, const T* residual, const float* weight, float eps, T* y,
+                            float* rstd, int64_t rows, int64_t C, cudaStream_t stream);
 // partial: scratch of rmsnorm_backward_partial_rows(rows) x C floats; residual may be null.
 template <typename T>
 void launch_rmsnorm_backward(const T* dy, const T* x, const float* weight, const float* rstd,

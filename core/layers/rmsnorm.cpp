@@ -13,14 +13,15 @@ RMSNorm::RMSNorm(ParameterSet& params, const std::string& name, int64_t C, float
   MEMENTO_CHECK(C > 0, "RMSNorm ", name, ": C = ", C);
 }
 
-Tensor RMSNorm::forward(LayerContext& ctx, const Tensor& x) {
+Tensor RMSNorm::forward(LayerContext& ctx, const Tensor& x, const Tensor* residual) {
   MEMENTO_EXPECT(x.shape().ndim() >= 1 && x.size(-1) == C_, ShapeError, "RMSNorm ", name_,
                  ": x: expected (..., ", C_, "), got ", x.shape().str());
   const TensorView weight = ctx.params.value(weight_);  // (C)
   const Device device = weight.is_meta() ? Device::meta() : x.device();
   Tensor y = Tensor::empty(x.shape(), x.dtype(), device);  // (..., C)
   Tensor rstd = Tensor::empty(Shape{x.numel() / C_}, ops::stat_dtype(x.dtype()), device);  // (rows)
-  ops::rmsnorm_forward(x, weight, eps_, y, rstd);
+  const TensorView r = residual ? residual->view() : TensorView();
+  ops::rmsnorm_forward(x, weight, eps_, y, rstd, residual ? &r : nullptr);
   if (ctx.training) {
     ctx.store.save(name_ + "/x", x);
     ctx.store.save(name_ + "/rstd", std::move(rstd));

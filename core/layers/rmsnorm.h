@@ -15,7 +15,9 @@ namespace memento {
 class RMSNorm {
  public:
   RMSNorm(ParameterSet& params, const std::string& name, int64_t C, float eps);
-  Tensor forward(LayerContext& ctx, const Tensor& x);
+  // With `residual`, x += residual first, in place (a residual add, fused): x is then the sum,
+  // which is what the norm normalises and saves.
+  Tensor forward(LayerContext& ctx, const Tensor& x, const Tensor* residual = nullptr);
   Tensor backward(LayerContext& ctx, const Tensor& dy, const Tensor* residual = nullptr);
 
  private:

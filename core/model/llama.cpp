@@ -3,10 +3,17 @@
 #include <cmath>
 #include <string>
 
-#include "core/ops/elementwise.h"
 #include "core/ops/matmul.h"
 
 namespace memento {
+
+// The residual stream between blocks, as x + pending: each block leaves its last residual add
+// for the next norm to fuse (pending undefined: none).
+struct LlamaModel::ResidualStream {
+  Tensor x;        // (B, T, C)
+  Tensor pending;  // (B, T, C) or undefined
+  const Tensor* pending_or_null() const { return pending.defined() ? &pending : nullptr; }
+};
 
 struct LlamaModel::Block {
   RMSNorm attn_norm;
@@ -47,14 +54,14 @@ struct LlamaModel::Block {
     return softmax_attn ? softmax_attn->backward(ctx, dy) : linear_attn->backward(ctx, dy);
   }
 
-  // x (B, T, C) -> x + attn(norm(x)) -> h + mlp(norm(h)). The residual adds happen in place on
-  // fresh tensors, so nothing the store holds is modified.
-  Tensor forward(LayerContext& ctx, const Tensor& x) {
-    Tensor h = attention_forward(ctx, attn_norm.forward(ctx, x));
-    ops::add_(h, x);
-    Tensor out = mlp.forward(ctx, mlp_norm.forward(ctx, h));
-    ops::add_(out, h);
-    return out;
+  // x (B, T, C) -> h = x + attn(norm(x)) -> out = h + mlp(norm(h)). Each residual add is fused
+  // into the norm that reads its sum, in place on a tensor nothing has saved yet: x's own (the
+  // input's pending add) in attn_norm, h's in mlp_norm, and out's in the next block's attn_norm
+  // (or the final norm), which is why the block returns out as {mlp(norm(h)), h}.
+  ResidualStream forward(LayerContext& ctx, const ResidualStream& in) {
+    Tensor attn = attention_forward(ctx, attn_norm.forward(ctx, in.x, in.pending_or_null()));
+    Tensor m = mlp.forward(ctx, mlp_norm.forward(ctx, attn, &in.x));  // attn becomes h
+    return {std::move(m), std::move(attn)};
   }
 
   // dout (B, T, C) -> dx (B, T, C). Each norm's backward adds the residual path's gradient.
@@ -103,9 +110,9 @@ Tensor LlamaModel::lm_head_backward(LayerContext& ctx, const Tensor& dlogits) {
 }
 
 Tensor LlamaModel::forward(LayerContext& ctx, const Tensor& tokens) {
-  Tensor x = embed_->forward(ctx, tokens);  // (B, T, C)
-  for (auto& block : blocks_) x = block->forward(ctx, x);
-  return lm_head_forward(ctx, norm_->forward(ctx, x));  // (B, T, V)
+  ResidualStream s{embed_->forward(ctx, tokens), Tensor()};  // (B, T, C)
+  for (auto& block : blocks_) s = block->forward(ctx, s);
+  return lm_head_forward(ctx, norm_->forward(ctx, s.x, s.pending_or_null()));  // (B, T, V)
 }
 
 void LlamaModel::backward(LayerContext& ctx, const Tensor& dlogits,

@@ -52,6 +52,7 @@ class LlamaModel {
 
  private:
   struct Block;
+  struct ResidualStream;
   Tensor forward(LayerContext& ctx, const Tensor& tokens);  // (B, T, V) logits
   Tensor lm_head_forward(LayerContext& ctx, const Tensor& x);
   Tensor lm_head_backward(LayerContext& ctx, const Tensor& dlogits);

@@ -28,11 +28,16 @@ int64_t rows_of(const TensorView& x, const char* op) {
 }
 
 template <typename T>
-void forward_rows(const T* x, const T* w, double eps, T* y, T* rstd, int64_t rows, int64_t C) {
+void forward_rows(T* x, const T* residual, const T* w, double eps, T* y, T* rstd, int64_t rows,
+                  int64_t C) {
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < rows; ++r) {
-    const T* xr = x + r * C;  // (C)
-    T* yr = y + r * C;        // (C)
+    T* xr = x + r * C;  // (C)
+    T* yr = y + r * C;  // (C)
+    if (residual != nullptr) {
+      const T* rr = residual + r * C;  // (C)
+      for (int64_t c = 0; c < C; ++c) xr[c] += rr[c];
+    }
     const double mean_sq = detail::dot_f64(xr, xr, C) / static_cast<double>(C);
     const T s = static_cast<T>(1.0 / std::sqrt(mean_sq + eps));
     rstd[r] = s;
@@ -84,8 +89,8 @@ void backward_rows(const T* dy, const T* x, const T* w, const T* rstd, const T* 
 }  // namespace
 
 void rmsnorm_forward(const TensorView& x, const TensorView& weight, double eps, const TensorView& y,
-                     const TensorView& rstd) {
-  MEMENTO_CUDA_DISPATCH(x, cuda::rmsnorm_forward(x, weight, eps, y, rstd));
+                     const TensorView& rstd, const TensorView* residual) {
+  MEMENTO_CUDA_DISPATCH(x, cuda::rmsnorm_forward(x, weight, eps, y, rstd, residual));
   const int64_t rows = rows_of(x, "rmsnorm_forward");
   const int64_t C = x.size(-1);
   expect_shape(weight, Shape{C}, "rmsnorm_forward: weight");
@@ -94,10 +99,18 @@ void rmsnorm_forward(const TensorView& x, const TensorView& weight, double eps, 
   expect_dtype(weight, x.dtype(), "rmsnorm_forward: weight");
   expect_dtype(y, x.dtype(), "rmsnorm_forward: y");
   expect_dtype(rstd, x.dtype(), "rmsnorm_forward: rstd");
+  if (residual) {
+    expect_shape(*residual, x.shape(), "rmsnorm_forward: residual");
+    expect_dtype(*residual, x.dtype(), "rmsnorm_forward: residual");
+    MEMENTO_CHECK(
+        residual->raw() == nullptr || (residual->raw() != x.raw() && residual->raw() != y.raw()),
+        "rmsnorm_forward: residual aliases x or y");
+  }
   dispatch_float(x.dtype(), "rmsnorm_forward", "x", [&](auto zero) {
     using T = decltype(zero);
-    if (any_meta({x, weight, y, rstd})) return;
-    forward_rows(x.data<T>(), weight.data<T>(), eps, y.data<T>(), rstd.data<T>(), rows, C);
+    if (any_meta({x, weight, y, rstd}) || (residual && residual->is_meta())) return;
+    forward_rows(x.data<T>(), residual ? residual->data<T>() : nullptr, weight.data<T>(), eps,
+                 y.data<T>(), rstd.data<T>(), rows, C);
   });
 }
 

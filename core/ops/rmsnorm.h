@@ -8,8 +8,11 @@ namespace memento::ops {
 
 // y = x * rstd * weight with rstd = 1 / sqrt(mean(x^2) + eps), the mean accumulated in fp64.
 // x (..., C), weight (C), y (..., C), rstd (rows) where rows = x.numel() / C; all one dtype.
+// With `residual` (..., C), first x += residual in place (a residual connection's add, fused):
+// x then holds the sum, rounded to its dtype, and y is the norm of that (residual must not alias
+// x or y).
 void rmsnorm_forward(const TensorView& x, const TensorView& weight, double eps, const TensorView& y,
-                     const TensorView& rstd);
+                     const TensorView& rstd, const TensorView* residual = nullptr);
 
 // dx = rstd * (dy * weight - x * rstd^2 * mean(dy * weight * x)) (overwrites dx) and
 // dweight += sum over rows of dy * x * rstd, reduced in a fixed order (parallel over channels).

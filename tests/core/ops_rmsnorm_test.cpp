@@ -100,6 +100,33 @@ TEST(OpsRMSNorm, BitIdenticalForAnyThreadCount) {
   }
 }
 
+// The residual add fused into the forward: x becomes x + residual and y its norm, the same bits as
+// add_ then the norm.
+TEST(OpsRMSNorm, ForwardWithResidualEqualsAddThenForward) {
+  for (DType dtype : {DType::kF32, DType::kF64}) {
+    const Shape s{23, 17};
+    const Tensor x = testing::random_tensor(s, dtype, 1), r = testing::random_tensor(s, dtype, 2);
+    const Tensor w = testing::random_tensor(Shape{17}, dtype, 3);
+    const Tensor sum = Tensor::empty(s, dtype);
+    copy(x, sum);
+    ops::add_(sum, r);
+    const Tensor y = Tensor::empty(s, dtype), rstd = Tensor::empty(Shape{23}, dtype);
+    ops::rmsnorm_forward(sum, w, 1e-5, y, rstd);
+    const Tensor y2 = Tensor::empty(s, dtype), rstd2 = Tensor::empty(Shape{23}, dtype);
+    const TensorView residual = r;
+    ops::rmsnorm_forward(x, w, 1e-5, y2, rstd2, &residual);
+    EXPECT_EQ(std::memcmp(x.view().raw(), sum.view().raw(), sum.bytes()), 0) << dtype_name(dtype);
+    EXPECT_EQ(std::memcmp(y2.view().raw(), y.view().raw(), y.bytes()), 0);
+    EXPECT_EQ(std::memcmp(rstd2.view().raw(), rstd.view().raw(), rstd.bytes()), 0);
+    expect_shape_error(
+        [&] {
+          const TensorView wrong = Tensor::zeros(Shape{23, 16}, dtype);
+          ops::rmsnorm_forward(x, w, 1e-5, y2, rstd2, &wrong);
+        },
+        "rmsnorm_forward: residual");
+  }
+}
+
 // The residual summed inside the backward equals a separate add, bit for bit, in fp32 and fp64.
 TEST(OpsRMSNorm, BackwardWithResidualEqualsBackwardThenAdd) {
   for (DType dtype : {DType::kF32, DType::kF64}) {

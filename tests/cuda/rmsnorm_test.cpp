@@ -81,6 +81,49 @@ TEST_F(CudaRmsnorm, BackwardMatchesCpuAndAccumulatesDweight) {
   }
 }
 
+// x += residual fused into the forward: x holds the sum rounded to its dtype (the same bits as
+// add_), and y and rstd match the CPU op run on that sum; 16-byte and scalar paths.
+TEST_F(CudaRmsnorm, ForwardWithResidualMatchesAddThenForward) {
+  uint64_t seed = 700;
+  for (const Case& c : grid()) {
+    const int64_t C = c.x[-1];
+    const int64_t rows = c.x.numel() / C;
+    const Tensor x = random_gpu(c.x, c.dtype, seed++, 0.5f, 2.f);
+    const Tensor r = random_gpu(c.x, c.dtype, seed++);
+    const Tensor w = random_gpu(Shape{C}, DType::kF32, seed++, 1.f, 0.2f);
+    const Tensor sum = Tensor::empty(c.x, c.dtype, kGpu);
+    copy(x, sum);
+    ops::cuda::add_(sum, r);
+    const Tensor y = Tensor::empty(c.x, c.dtype, kGpu);
+    const Tensor rstd = Tensor::empty(Shape{rows}, DType::kF32, kGpu);
+    const TensorView residual = r;
+    ops::cuda::rmsnorm_forward(x, w, kEps, y, rstd, &residual);
+    EXPECT_EQ(values(x), values(sum)) << label("rmsnorm_forward.x+residual", c);
+    const Tensor y_ref = Tensor::empty(c.x, DType::kF64);
+    const Tensor rstd_ref = Tensor::empty(Shape{rows}, DType::kF64);
+    ops::rmsnorm_forward(to_cpu_f64(sum), to_cpu_f64(w), kEps, y_ref, rstd_ref);
+    expect_parity(label("rmsnorm_forward.y(residual)", c), y, y_ref, c.dtype);
+    expect_parity(label("rmsnorm_forward.rstd(residual)", c), rstd, rstd_ref, DType::kF32);
+  }
+  for (DType dtype : {DType::kF32, DType::kBF16}) {
+    const Case c{Shape{2100, 64}, dtype};
+    const MisalignedGpu x = random_gpu_misaligned(c.x, dtype, seed++);
+    const MisalignedGpu r = random_gpu_misaligned(c.x, dtype, seed++);
+    const Tensor w = random_gpu(Shape{64}, DType::kF32, seed++, 1.f, 0.2f);
+    const Tensor sum = Tensor::empty(c.x, dtype, kGpu);
+    copy(x.view, sum);
+    ops::cuda::add_(sum, r.view);
+    const Tensor y = Tensor::empty(c.x, dtype, kGpu);
+    const Tensor rstd = Tensor::empty(Shape{2100}, DType::kF32, kGpu);
+    ops::cuda::rmsnorm_forward(x.view, w, kEps, y, rstd, &r.view);
+    EXPECT_EQ(values(x.view), values(sum)) << label("rmsnorm_forward.x+residual.misaligned", c);
+    const Tensor y_ref = Tensor::empty(c.x, DType::kF64);
+    const Tensor rstd_ref = Tensor::empty(Shape{2100}, DType::kF64);
+    ops::rmsnorm_forward(to_cpu_f64(sum), to_cpu_f64(w), kEps, y_ref, rstd_ref);
+    expect_parity(label("rmsnorm_forward.y(residual).misaligned", c), y, y_ref, dtype);
+  }
+}
+
 // dx + residual, summed before rounding: against the CPU op in fp64 with the same residual, and
 // in fp32 bit for bit against the backward followed by add_.
 TEST_F(CudaRmsnorm, BackwardWithResidualMatchesCpu) {

@@ -1,5 +1,7 @@
 #include "launch/trainer.h"
 
+#include <unistd.h>
+
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -22,6 +24,13 @@
 
 namespace memento {
 namespace {
+
+// The host's physical memory in bytes, 0 when the system does not say.
+size_t physical_memory_bytes() {
+  const long pages = sysconf(_SC_PHYS_PAGES);
+  const long page = sysconf(_SC_PAGE_SIZE);
+  return pages > 0 && page > 0 ? static_cast<size_t>(pages) * static_cast<size_t>(page) : 0;
+}
 
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
@@ -121,6 +130,7 @@ void Trainer::init(bool resume) {
     if (const char* p = std::getenv("MEMENTO_PROFILE_OPS"); p != nullptr && std::atoll(p) > 0)
       profile_step_ = std::atoll(p) > 1 ? std::atoll(p) : 3;
     const LaunchInfo launch = read_launch_env();
+    local_ranks_ = std::max(1, launch.local_world);
     device_ = select_cuda_device(launch.local_rank, launch.local_world, "model.device");
     gpu_memory_ = std::make_unique<TrackingResource>(cuda_device_memory(device_));
     gpu_scope_ = std::make_unique<ScopedDefaultResource>(gpu_memory_.get());
@@ -243,15 +253,28 @@ void Trainer::register_state() {
     // (copy_state_to_host before a save, copy_state_from_host after a load).
     // Zeros: a load fills only the parameters, and the alignment padding between them must stay
     // zero on the GPU (the optimizer updates whole runs of the buffers, padding included).
-    // Pinned, so that a save or a resume copies at the link's full speed; pageable (slower
-    // copies) when the host cannot lock that much memory.
+    // Pinned, so that a save or a resume copies at the link's full speed, unless the node's
+    // ranks together would lock more than half of its memory (locked pages cannot be swapped or
+    // reclaimed); pageable (slower copies) then, or when the host refuses to lock them.
+    const size_t mirror_bytes = values.bytes() + exp_avg.bytes() + exp_avg_sq.bytes();
+    const size_t node_bytes = physical_memory_bytes();
+    const bool pin =
+        node_bytes == 0 || mirror_bytes * static_cast<size_t>(local_ranks_) <= node_bytes / 2;
+    if (!pin)
+      MEMENTO_LOG_INFO("checkpoint staging: ", local_ranks_, " ranks x ",
+                       format_bytes(static_cast<double>(mirror_bytes)),
+                       " would lock more than half of the node's ",
+                       format_bytes(static_cast<double>(node_bytes)),
+                       "; using pageable host memory (slower checkpoint copies)");
     const auto mirror = [&](const TensorView& like) {
-      try {
-        return Tensor::zeros(like.shape(), like.dtype(), Device::cpu(), pinned_memory_.get());
-      } catch (const OutOfMemoryError& e) {
-        MEMENTO_LOG_WARN("checkpoint staging: ", e.what(), "; using pageable host memory");
-        return Tensor::zeros(like.shape(), like.dtype());
+      if (pin) {
+        try {
+          return Tensor::zeros(like.shape(), like.dtype(), Device::cpu(), pinned_memory_.get());
+        } catch (const OutOfMemoryError& e) {
+          MEMENTO_LOG_WARN("checkpoint staging: ", e.what(), "; using pageable host memory");
+        }
       }
+      return Tensor::zeros(like.shape(), like.dtype());
     };
     host_values_ = mirror(values);
     host_exp_avg_ = mirror(exp_avg);

@@ -116,6 +116,7 @@ class Trainer {
   double peak_flops_ = 0;
   int64_t data_epoch_ = 0, data_index_ = 0;  // mirrors of the data cursor for the registry
   int64_t seed_ = 0;
+  int local_ranks_ = 1;  // ranks on this node (a GPU run's share of host memory)
   std::string resolved_config_;
   std::string tokenizer_text_;
   std::ofstream metrics_file_;

@@ -2,11 +2,11 @@
 
 #include <unistd.h>
 
+#include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <chrono>
-#include <condition_variable>
 #include <deque>
 #include <exception>
 #include <functional>
@@ -98,11 +98,10 @@ bool mpi_active() {
   return initialized && !finalized;
 }
 
-[[noreturn]] void abort_job(const char* file, int line, const std::string& message) {
+void print_fatal(const char* file, int line, const std::string& message) {
   int rank = -1;
   int size = 0;
-  const bool active = mpi_active();
-  if (active) {
+  if (mpi_active()) {
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &size);
   }
@@ -111,8 +110,16 @@ bool mpi_active() {
   std::fprintf(stderr, "[rank %d/%d on %s] FATAL %s:%d: %s\n", rank, size, host, file, line,
                message.c_str());
   std::fflush(stderr);
-  if (active) MPI_Abort(MPI_COMM_WORLD, 1);
+}
+
+[[noreturn]] void end_job() {
+  if (mpi_active()) MPI_Abort(MPI_COMM_WORLD, 1);
   std::abort();
+}
+
+[[noreturn]] void abort_job(const char* file, int line, const std::string& message) {
+  print_fatal(file, line, message);
+  end_job();
 }
 
 [[noreturn]] void mpi_fatal(const char* file, int line, const char* expr, int code) {
@@ -255,7 +262,8 @@ std::unique_ptr<Work> MpiCommunicator::all_reduce_async(const TensorView& buffer
   if (detail::check_buffer(*this, "all_reduce_async", buffer)) return std::make_unique<DoneWork>();
   if (thread_multiple()) {
     if (!worker_) worker_ = std::make_unique<AsyncWorker>();
-    return std::make_unique<FutureWork>(worker_->submit([this, buffer, op] { all_reduce(buffer, op); }));
+    return std::make_unique<FutureWork>(
+        worker_->submit([this, buffer, op] { all_reduce(buffer, op); }));
   }
   MPI_Request request = MPI_REQUEST_NULL;
   MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, buffer.raw(), count_of(buffer), mpi_type(buffer.dtype()),

@@ -17,6 +17,10 @@ namespace detail {
 // Prints "[rank r/n on host] FATAL file:line: message" and aborts every rank (MPI_Abort when MPI
 // is running, else this process): the end of every backend's CHECK macro.
 [[noreturn]] void abort_job(const char* file, int line, const std::string& message);
+// abort_job's two halves, for a caller with work between them (the NCCL watchdog aborts its
+// communicator after saying why): the FATAL line on stderr, flushed; MPI_Abort, else abort().
+void print_fatal(const char* file, int line, const std::string& message);
+[[noreturn]] void end_job();
 // True between MPI_Init and MPI_Finalize.
 bool mpi_active();
 }  // namespace detail

@@ -205,6 +205,7 @@ cudaEvent_t NcclCommunicator::enqueue(const char* op, size_t bytes, Launch&& lau
   CUDA_CHECK(cudaEventRecord(ready_, compute_stream()));
   CUDA_CHECK(cudaStreamWaitEvent(stream_, ready_, 0));
   // Until a launch's ncclInProgress has become ncclSuccess, nothing else may go on stream_.
+  NcclWatchdog::stop_if_failing();
   watchdog_->complete(launch(), op, bytes);
   return watchdog_->track(op, bytes, stream_);
 }

@@ -88,6 +88,7 @@ void NcclWatchdog::poll_until(Done&& done) {
 }
 
 void NcclWatchdog::complete(ncclResult_t result, const char* op, size_t bytes) {
+  stop_if_failing();
   if (result == ncclSuccess) return;
   if (result != ncclInProgress) fail(concat(describe(op, bytes), " failed: ", reason(result)));
   const Clock::time_point issued = Clock::now();
@@ -147,13 +148,26 @@ bool NcclWatchdog::reap() {
 }
 
 void NcclWatchdog::watch() {
-  CUDA_CHECK(cudaSetDevice(device_));  // the events belong to this device
-  std::unique_lock<std::mutex> lock(mutex_);
-  while (!wake_.wait_for(lock, kWatchInterval, [this] { return stop_; })) reap();
+  // An exception here would end the process through std::terminate, without MPI_Abort (the other
+  // ranks would wait out the timeout): a CUDA error seen by this thread fails the job instead.
+  try {
+    CUDA_CHECK(cudaSetDevice(device_));  // the events belong to this device
+    std::unique_lock<std::mutex> lock(mutex_);
+    while (!wake_.wait_for(lock, kWatchInterval, [this] { return stop_; })) reap();
+  } catch (const std::exception& e) {
+    fail(concat("the NCCL watchdog of ", who_, " stopped: ", e.what()));
+  }
+}
+
+void NcclWatchdog::stop_if_failing() {
+  if (job_failing.load()) park();
 }
 
 [[noreturn]] void NcclWatchdog::fail(const std::string& message) {
   if (job_failing.exchange(true)) park();  // one message, one abort
+  // Say why first: the abort below may take its whole grace period, or crash a thread that was
+  // inside an NCCL call on this communicator.
+  detail::print_fatal(__FILE__, __LINE__, message);
   if (comm_ != nullptr) {
     // ncclCommAbort stops NCCL's kernels and threads on this rank. It gets a grace period only: a
     // wedged NCCL could hang it, and the job must end regardless.
@@ -165,7 +179,7 @@ void NcclWatchdog::watch() {
     }).detach();
     (void)done.wait_for(kAbortGrace);
   }
-  detail::abort_job(__FILE__, __LINE__, message);
+  detail::end_job();
 }
 
 std::string NcclWatchdog::describe(const char* op, size_t bytes) const {

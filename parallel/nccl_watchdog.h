@@ -46,6 +46,9 @@ class NcclWatchdog {
   cudaEvent_t track(const char* op, size_t bytes, cudaStream_t stream);
   // Blocks the host until every tracked collective is done; fatal on an error or past a deadline.
   void drain();
+  // Parks the calling thread for good once the job is failing (another thread is aborting the
+  // communicator and then the job): called before every NCCL call on the communicator.
+  static void stop_if_failing();
 
  private:
   struct InFlight {

@@ -27,13 +27,17 @@ struct AdamWScalars {
   float beta1, beta2, step_size, inv_sqrt_bias2, eps, decay, grad_scale;
 };
 
-// One element's update, the same fp32 operations in the same order as the CPU optimizer.
+// One element's update: the CPU optimizer's fp32 operations in its order, each rounded on its own
+// (the _rn intrinsics are never contracted into fused multiply-adds). Left to itself the compiler
+// contracts differently in the vector and the scalar loops, so an element's result would depend
+// on its buffer's alignment.
 __device__ __forceinline__ void adamw_element(float& p, float g, float& m, float& v,
                                               const AdamWScalars& k) {
-  g *= k.grad_scale;
-  m = k.beta1 * m + (1.0f - k.beta1) * g;
-  v = k.beta2 * v + (1.0f - k.beta2) * g * g;
-  p = p * k.decay - k.step_size * m / (sqrtf(v) * k.inv_sqrt_bias2 + k.eps);
+  g = __fmul_rn(g, k.grad_scale);
+  m = __fadd_rn(__fmul_rn(k.beta1, m), __fmul_rn(1.0f - k.beta1, g));
+  v = __fadd_rn(__fmul_rn(k.beta2, v), __fmul_rn(__fmul_rn(1.0f - k.beta2, g), g));
+  const float denominator = __fadd_rn(__fmul_rn(__fsqrt_rn(v), k.inv_sqrt_bias2), k.eps);
+  p = __fsub_rn(__fmul_rn(p, k.decay), __fdiv_rn(__fmul_rn(k.step_size, m), denominator));
 }
 
 // A grid-stride walk over n / kN packs, then the n % kN tail one element at a time (kN == 1:

@@ -110,11 +110,18 @@ void dispatch_activation(DType dtype, const char* op, const char* tensor, F&& f)
                                              dtype_name(dtype)));
 }
 
-// Throws ShapeError unless every tensor is on a CUDA device.
+// Throws ShapeError unless every tensor is on the current CUDA device (where the op's kernels
+// run: one rank per GPU, made current at start-up).
 inline void expect_cuda(std::initializer_list<TensorView> tensors, const char* op) {
-  for (const TensorView& t : tensors)
+  int current = 0;
+  const cudaError_t status = cudaGetDevice(&current);
+  for (const TensorView& t : tensors) {
     MEMENTO_EXPECT(t.device().kind == DeviceKind::kCuda, ShapeError, op,
                    ": expected CUDA tensors, got one on ", device_name(t.device()));
+    MEMENTO_EXPECT(status != cudaSuccess || t.device().index == current, ShapeError, op,
+                   ": a tensor on ", device_name(t.device()), " while cuda:", current,
+                   " is current; every operand must be on the current device");
+  }
 }
 
 }  // namespace memento::cuda::detail

@@ -10,7 +10,7 @@
 #   env: BUILD_DIR (build-gpu), OUT (out), STEPS (12), PEAK_TFLOPS (989: H100/H200 bf16 dense),
 #        RUN_TIMEOUT (300 s per run), BENCH_BUDGET_S (0: none; no run starts past it, and none
 #        runs past it), TORCH_STEPS (10 timed after 3 warm-ups), TORCH_1B_COMPILE (0; 1 adds a row),
-#        PROFILE (1: also time every GPU op of one 134M step, MEMENTO_PROFILE_OPS),
+#        PROFILE (1: also time every GPU op of one 134M and one 1B step, MEMENTO_PROFILE_OPS),
 #        SCRATCH (a fresh /tmp dir: data and checkpoints, deleted at exit; never under $OUT)
 # Writes $OUT/bench/<run>/ (trainer.log, metrics.jsonl), $OUT/bench/torch-*.{json,log} and
 # $OUT/bench_gpu_table.txt (the table printed last).
@@ -26,7 +26,7 @@ BENCH_BUDGET_S=${BENCH_BUDGET_S:-0}
 TORCH_STEPS=${TORCH_STEPS:-10}
 TORCH_WARMUP=3
 TORCH_1B_COMPILE=${TORCH_1B_COMPILE:-0}
-PROFILE=${PROFILE:-1}  # 0 skips the op profile of the 134M step
+PROFILE=${PROFILE:-1}  # 0 skips the op profiles
 VOCAB=32000
 SKIP_STEPS=2  # the first steps pay for cuBLAS heuristics, the memory pool's growth and so on
 mkdir -p "$OUT/bench"
@@ -199,24 +199,30 @@ run_ours llama-134m-linear configs/llama-134m-linear.yaml 16 1024
 torch_run 134m eager
 [ "$TORCH_1B_COMPILE" = 1 ] && torch_run 1b compile
 
-# Where the 134M step goes, op by op (MEMENTO_PROFILE_OPS: CUDA events around every op of step 3).
-profile_status="not run"
-limit=$(run_limit)
-if [ "$PROFILE" != 0 ] && [ "$limit" -gt 0 ]; then
-  dir=$OUT/bench/profile-134m
+# Where a step goes, op by op (MEMENTO_PROFILE_OPS: CUDA events around every op of step 3), for
+# the 134M and the 1B config: profile_run name config B T.
+declare -A profile_status
+profile_run() {
+  local name=$1 config=$2 B=$3 T=$4 limit
+  profile_status[$name]="not run"
+  limit=$(run_limit)
+  [ "$PROFILE" != 0 ] && [ "$limit" -gt 0 ] || return 0
+  local dir=$OUT/bench/profile-$name
   mkdir -p "$dir"
-  say "profile: llama-134m step 3, timeout ${limit}s"
-  MEMENTO_PROFILE_OPS=3 timeout -k 10 "$limit" "$bin/trainer" --config configs/llama-134m.yaml \
+  say "profile: $name step 3, timeout ${limit}s"
+  MEMENTO_PROFILE_OPS=3 timeout -k 10 "$limit" "$bin/trainer" --config "$config" \
     --set run.out_dir="$dir" --set checkpoint.dir="$scratch/checkpoints-profile" \
     --set checkpoint.every=0 --set checkpoint.at_end=false --set model.device=cuda \
     --set model.dtype=bf16 --set train.peak_tflops="$PEAK_TFLOPS" --set train.steps=4 \
-    --set train.micro_batch=16 --set train.global_batch=16 --set train.seq_len=1024 \
+    --set train.micro_batch="$B" --set train.global_batch="$B" --set train.seq_len="$T" \
     --set train.eval_every=0 --set train.log_every=1 --set optim.warmup_steps=1 \
     --set data.train="$scratch/train.bin" --set data.val="$scratch/val.bin" \
     --set data.tokenizer= > "$dir/trainer.log" 2>&1
-  profile_status="rc=$?"
-  sed -n '/GPU ops of step/,/ops total/p' "$dir/trainer.log" > "$OUT/bench/profile-134m.txt"
-fi
+  profile_status[$name]="rc=$?"
+  sed -n '/GPU ops of step/,/ops total/p' "$dir/trainer.log" > "$OUT/bench/profile-$name.txt"
+}
+profile_run 134m configs/llama-134m.yaml 16 1024
+profile_run 1b configs/llama-1b.yaml 4 2048
 
 # The table: one row per (our run, PyTorch mode); ratio = our tokens/s over PyTorch's.
 row() {  # name label torch_key ("none": no PyTorch column)
@@ -258,8 +264,10 @@ row() {  # name label torch_key ("none": no PyTorch column)
     echo "  134m 16x1024 eager 276k tok/s, MFU 20%, 14.5 GiB; torch.compile 519k, 37%, 8.9 GiB;" \
       "1b 4x2048 eager 59k, 34%, 27.3 GiB"
   fi
-  echo "llama-134m 16x1024 bf16, GPU time per op in step 3 (profile $profile_status):"
-  sed 's/^\[[^]]*\] *//' "$OUT/bench/profile-134m.txt" 2>/dev/null | grep -v "GPU ops of step"
+  for name in 134m 1b; do
+    echo "llama-$name bf16, GPU time per op in step 3 (profile ${profile_status[$name]}):"
+    sed 's/^\[[^]]*\] *//' "$OUT/bench/profile-$name.txt" 2>/dev/null | grep -v "GPU ops of step"
+  done
   echo "total $(elapsed)s; logs in $OUT/bench"
 } > "$OUT/bench_gpu_table.txt"
 echo

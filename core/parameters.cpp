@@ -81,6 +81,33 @@ TensorView ParameterSet::compute(ParamRef ref) const {
   return flat_compute().flat_range(e.offset, e.shape);
 }
 
+bool ParameterSet::adjacent(ParamRef a, ParamRef b) const {
+  const Entry& ea = entries_.at(a.index);
+  return entries_.at(b.index).offset == ea.offset + ea.shape.numel();
+}
+
+namespace {
+// Checks that [offset, offset + n) ends where a parameter ends (no padding, no partial entry).
+void expect_span(const std::vector<ParameterSet::Entry>& entries, int64_t offset, int64_t n) {
+  for (const ParameterSet::Entry& e : entries)
+    if (e.offset + e.shape.numel() == offset + n) return;
+  MEMENTO_CHECK(false, "parameter span [", offset, ", ", offset + n,
+                ") does not end at the end of a parameter");
+}
+}  // namespace
+
+TensorView ParameterSet::compute_span(ParamRef first, Shape shape) const {
+  const Entry& e = entries_.at(first.index);
+  expect_span(entries_, e.offset, shape.numel());
+  return flat_compute().flat_range(e.offset, shape);
+}
+
+TensorView ParameterSet::grad_span(ParamRef first, Shape shape) const {
+  const Entry& e = entries_.at(first.index);
+  expect_span(entries_, e.offset, shape.numel());
+  return grads_.view().flat_range(e.offset, shape);
+}
+
 TensorView ParameterSet::grad(ParamRef ref) const {
   const Entry& e = entries_.at(ref.index);
   return grads_.view().flat_range(e.offset, e.shape);

@@ -74,6 +74,13 @@ class ParameterSet {
   TensorView grad(ParamRef ref) const;
   // The weight layers compute with: the compute copy when there is one, else the value.
   TensorView compute(ParamRef ref) const;
+  // True when b's elements follow a's in the flat buffers with no padding between them: the two
+  // can then be used as one tensor (e.g. gate_proj and up_proj stacked, for one GEMM).
+  bool adjacent(ParamRef a, ParamRef b) const;
+  // compute() and grad() of the parameters from `first` on, viewed as one tensor of `shape`
+  // (checked to end at the end of a parameter).
+  TensorView compute_span(ParamRef first, Shape shape) const;
+  TensorView grad_span(ParamRef first, Shape shape) const;
   DType compute_dtype() const { return compute_.defined() ? compute_.dtype() : dtype(); }
   bool has_compute_copy() const { return compute_.defined(); }
   TensorView flat_compute() const { return compute_.defined() ? compute_.view() : values_.view(); }
@@ -81,8 +88,8 @@ class ParameterSet {
   size_t bytes() const { return values_.bytes() + grads_.bytes() + compute_.bytes(); }
   const std::vector<Entry>& entries() const { return entries_; }
   const Entry* find(const std::string& name) const;  // nullptr when absent
-  int64_t numel() const;          // parameters, without alignment padding
-  int64_t padded_numel() const;  // length of the flat buffers
+  int64_t numel() const;                             // parameters, without alignment padding
+  int64_t padded_numel() const;                      // length of the flat buffers
   DType dtype() const { return values_.dtype(); }
   Device device() const { return values_.device(); }
   TensorView flat_values() const { return values_; }
@@ -92,8 +99,8 @@ class ParameterSet {
   std::vector<Entry> entries_;
   int64_t declared_end_ = 0;  // end of the last declared parameter (aligned)
   int64_t multiple_ = 1;
-  Tensor values_;  // (padded_numel,)
-  Tensor grads_;   // (padded_numel,)
+  Tensor values_;   // (padded_numel,)
+  Tensor grads_;    // (padded_numel,)
   Tensor compute_;  // (padded_numel,) in the compute dtype, or undefined
 };
 

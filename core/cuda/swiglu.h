@@ -21,6 +21,14 @@ void swiglu_backward(const TensorView& dh, const TensorView& g, const TensorView
                      const TensorView& dg, const TensorView& du, const TensorView* h = nullptr,
                      cudaStream_t stream = nullptr);
 
+// The stacked form, for a layer that computes gate and up with one GEMM: gu (..., 2F) holds g in
+// its first F channels and u in its last F; h and dh (..., F); dgu (..., 2F) receives [dg | du].
+// Same math and the same bits per element as the two-tensor ops. dgu may alias gu, h may alias dh.
+void swiglu_stacked_forward(const TensorView& gu, const TensorView& h,
+                            cudaStream_t stream = nullptr);
+void swiglu_stacked_backward(const TensorView& dh, const TensorView& gu, const TensorView& dgu,
+                             const TensorView* h = nullptr, cudaStream_t stream = nullptr);
+
 // Launchers on raw device pointers (T = float or __nv_bfloat16); they check the launch.
 template <typename T>
 void launch_swiglu_forward(const T* g, const T* u, T* h, int64_t n, cudaStream_t stream);

@@ -16,4 +16,11 @@ void swiglu_forward(const TensorView& g, const TensorView& u, const TensorView& 
 void swiglu_backward(const TensorView& dh, const TensorView& g, const TensorView& u,
                      const TensorView& dg, const TensorView& du, const TensorView* h = nullptr);
 
+// The stacked form, for a layer that computes gate and up with one GEMM: gu (..., 2F) holds g in
+// its first F channels and u in its last F; h and dh (..., F); dgu (..., 2F) receives [dg | du].
+// Same math and the same bits per element as the two-tensor ops. dgu may alias gu, h may alias dh.
+void swiglu_stacked_forward(const TensorView& gu, const TensorView& h);
+void swiglu_stacked_backward(const TensorView& dh, const TensorView& gu, const TensorView& dgu,
+                             const TensorView* h = nullptr);
+
 }  // namespace memento::ops

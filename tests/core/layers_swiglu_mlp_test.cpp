@@ -13,12 +13,15 @@ namespace {
 
 using testing::random_tensor;
 
-TEST(LayersSwiGLUMLP, GradientsMatchFiniteDifferences) {
+// Both forms: (C, F) = (6, 10) leaves gate_proj and up_proj apart in the flat buffers (60 is not a
+// multiple of the 16-element alignment), (8, 12) puts them back to back (one stacked weight).
+void check_gradients(int64_t C, int64_t F, bool stacked) {
   ParameterSet params;
-  SwiGLUMLP mlp(params, "model.layers.0.mlp", 6, 10, 0.5f, 0.3f);
+  SwiGLUMLP mlp(params, "model.layers.0.mlp", C, F, 0.5f, 0.3f);
+  ASSERT_EQ(mlp.stacked(), stacked);
   params.allocate(DType::kF64);
   params.initialize(1);
-  const Tensor x = random_tensor(Shape{2, 3, 6}, DType::kF64, 2);  // (B, T, C)
+  const Tensor x = random_tensor(Shape{2, 3, C}, DType::kF64, 2);  // (B, T, C)
   testing::GradCheckCase c;
   c.params = &params;
   c.inputs = {x};
@@ -29,6 +32,9 @@ TEST(LayersSwiGLUMLP, GradientsMatchFiniteDifferences) {
   };
   testing::expect_gradients_match(c);
 }
+
+TEST(LayersSwiGLUMLP, GradientsMatchFiniteDifferences) { check_gradients(6, 10, false); }
+TEST(LayersSwiGLUMLP, StackedGradientsMatchFiniteDifferences) { check_gradients(8, 12, true); }
 
 TEST(LayersSwiGLUMLP, ForwardMatchesReference) {
   const int64_t C = 5, F = 7, N = 4;
@@ -61,22 +67,30 @@ TEST(LayersSwiGLUMLP, ForwardMatchesReference) {
   }
 }
 
+// What each form keeps for backward: x once and the gate and up pre-activations, the same bytes.
 TEST(LayersSwiGLUMLP, SavesXOnceAndGateAndUp) {
-  ParameterSet params;
-  SwiGLUMLP mlp(params, "mlp", 8, 12, 0.02f, 0.02f);
-  params.allocate(DType::kF32);
-  params.initialize(5);
-  const Tensor x = random_tensor(Shape{2, 3, 8}, DType::kF32, 6);
-  KeepActivationStore store;
-  LayerContext ctx{params, store, true};
-  const Tensor y = mlp.forward(ctx, x);
-  std::vector<std::string> keys;
-  for (const auto& r : store.records()) keys.push_back(r.key);
-  EXPECT_EQ(keys,
-            (std::vector<std::string>{"mlp.gate_proj/x", "mlp.up_proj/x", "mlp/gate", "mlp/up"}));
-  EXPECT_EQ(store.live_bytes(), (2u * 3 * 8 + 2 * 2u * 3 * 12) * 4);  // x counted once
-  mlp.backward(ctx, y);
-  EXPECT_TRUE(store.empty());
+  struct Form {
+    int64_t C, F;
+    std::vector<std::string> keys;
+  };
+  for (const Form& f : {Form{8, 12, {"mlp/x", "mlp/gate_up"}},
+                        Form{6, 10, {"mlp.gate_proj/x", "mlp.up_proj/x", "mlp/gate", "mlp/up"}}}) {
+    ParameterSet params;
+    SwiGLUMLP mlp(params, "mlp", f.C, f.F, 0.02f, 0.02f);
+    params.allocate(DType::kF32);
+    params.initialize(5);
+    const Tensor x = random_tensor(Shape{2, 3, f.C}, DType::kF32, 6);
+    KeepActivationStore store;
+    LayerContext ctx{params, store, true};
+    const Tensor y = mlp.forward(ctx, x);
+    std::vector<std::string> keys;
+    for (const auto& r : store.records()) keys.push_back(r.key);
+    EXPECT_EQ(keys, f.keys);
+    const auto C = static_cast<size_t>(f.C), F = static_cast<size_t>(f.F);
+    EXPECT_EQ(store.live_bytes(), (2u * 3 * C + 2 * 2u * 3 * F) * 4);  // x counted once
+    mlp.backward(ctx, y);
+    EXPECT_TRUE(store.empty());
+  }
 }
 
 TEST(LayersSwiGLUMLP, BackwardIsDeterministic) {

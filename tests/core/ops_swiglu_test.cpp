@@ -87,6 +87,42 @@ TEST(OpsSwiGLU, BackwardRebuildsForwardOutputInPlace) {
   }
 }
 
+// The stacked form ([g | u] in one (..., 2F) tensor) gives the two-tensor ops' bits, in place too.
+TEST(OpsSwiGLU, StackedEqualsTwoTensorForm) {
+  for (DType dtype : {DType::kF32, DType::kF64}) {
+    const int64_t rows = 7, F = 13;
+    const Tensor gu = random_tensor(Shape{rows, 2 * F}, dtype, 21, 2.0);
+    const Tensor dh = random_tensor(Shape{rows, F}, dtype, 22);
+    const Tensor g = Tensor::empty(Shape{rows, F}, dtype), u = Tensor::empty(Shape{rows, F}, dtype);
+    for (int64_t r = 0; r < rows; ++r) {
+      copy(gu.view().flat_range(r * 2 * F, Shape{F}), g.view().flat_range(r * F, Shape{F}));
+      copy(gu.view().flat_range(r * 2 * F + F, Shape{F}), u.view().flat_range(r * F, Shape{F}));
+    }
+    const Tensor h = Tensor::empty(Shape{rows, F}, dtype),
+                 h2 = Tensor::empty(Shape{rows, F}, dtype);
+    ops::swiglu_forward(g, u, h);
+    ops::swiglu_stacked_forward(gu, h2);
+    EXPECT_EQ(std::memcmp(h.view().raw(), h2.view().raw(), h.bytes()), 0) << dtype_name(dtype);
+    ops::swiglu_backward(dh, g, u, g, u);  // g, u become dg, du
+    const TensorView in_place = dh;
+    ops::swiglu_stacked_backward(dh, gu, gu, &in_place);  // gu becomes [dg | du], dh becomes h
+    EXPECT_EQ(std::memcmp(dh.view().raw(), h.view().raw(), h.bytes()), 0);
+    for (int64_t r = 0; r < rows; ++r) {
+      const size_t row = static_cast<size_t>(F) * dtype_size(dtype);
+      const auto* stacked = static_cast<const char*>(gu.view().raw()) + 2 * r * row;
+      EXPECT_EQ(std::memcmp(stacked, static_cast<const char*>(g.view().raw()) + r * row, row), 0);
+      EXPECT_EQ(std::memcmp(stacked + row, static_cast<const char*>(u.view().raw()) + r * row, row),
+                0);
+    }
+  }
+  const Tensor odd = Tensor::zeros(Shape{2, 7}, DType::kF32);
+  EXPECT_THROW(ops::swiglu_stacked_forward(odd, Tensor::zeros(Shape{2, 3}, DType::kF32)),
+               ShapeError);
+  EXPECT_THROW(ops::swiglu_stacked_forward(Tensor::zeros(Shape{2, 8}, DType::kF32),
+                                           Tensor::zeros(Shape{2, 5}, DType::kF32)),
+               ShapeError);
+}
+
 TEST(OpsSwiGLU, ExtremeGatesStayFinite) {
   const Tensor g = Tensor::empty(Shape{4}, DType::kF32), u = Tensor::empty(Shape{4}, DType::kF32);
   const float gs[4] = {-1000.0f, -90.0f, 90.0f, 1000.0f};

@@ -116,6 +116,48 @@ TEST_F(CudaSwiglu, BackwardRebuildsForwardOutputInPlace) {
   }
 }
 
+// The stacked form against the two-tensor ops on the same values: the same bits, on the 16-byte
+// path (F % 8 == 0), the scalar path (F % 8 != 0) and one element off alignment; in place.
+TEST_F(CudaSwiglu, StackedEqualsTwoTensorForm) {
+  uint64_t seed = 90;
+  for (DType dtype : {DType::kF32, DType::kBF16}) {
+    for (const int64_t F : {int64_t{64}, int64_t{2048}, int64_t{13}}) {
+      for (const bool misaligned : {false, true}) {
+        const int64_t rows = 37;
+        const Shape stacked{rows, 2 * F}, half{rows, F};
+        const MisalignedGpu gu_m = random_gpu_misaligned(stacked, dtype, seed++, 0.f, 3.f);
+        const Tensor gu_a = random_gpu(stacked, dtype, seed++, 0.f, 3.f);
+        const TensorView gu = misaligned ? gu_m.view : gu_a.view();
+        const Tensor dh = random_gpu(half, dtype, seed++);
+        // The two halves as separate tensors, row by row.
+        const Tensor g = Tensor::empty(half, dtype, kGpu), u = Tensor::empty(half, dtype, kGpu);
+        for (int64_t r = 0; r < rows; ++r) {
+          copy(gu.flat_range(r * 2 * F, Shape{F}), g.view().flat_range(r * F, Shape{F}));
+          copy(gu.flat_range(r * 2 * F + F, Shape{F}), u.view().flat_range(r * F, Shape{F}));
+        }
+        const Tensor h = Tensor::empty(half, dtype, kGpu), h2 = Tensor::empty(half, dtype, kGpu);
+        ops::cuda::swiglu_forward(g, u, h);
+        ops::cuda::swiglu_stacked_forward(gu, h2);
+        const std::string where =
+            ::memento::detail::concat(dtype_name(dtype), " F=", F, misaligned ? " misaligned" : "");
+        EXPECT_EQ(values(h2), values(h)) << "forward " << where;
+        ops::cuda::swiglu_backward(dh, g, u, g, u);
+        const TensorView in_place = dh;
+        ops::cuda::swiglu_stacked_backward(dh, gu, gu, &in_place);
+        EXPECT_EQ(values(dh), values(h)) << "rebuilt h " << where;
+        const std::vector<double> grads = values(gu), dg = values(g), du = values(u);
+        bool same = true;
+        for (int64_t r = 0; r < rows && same; ++r)
+          for (int64_t f = 0; f < F; ++f) {
+            const auto s = static_cast<size_t>(r * 2 * F + f), t = static_cast<size_t>(r * F + f);
+            same = same && grads[s] == dg[t] && grads[s + static_cast<size_t>(F)] == du[t];
+          }
+        EXPECT_TRUE(same) << "backward " << where;
+      }
+    }
+  }
+}
+
 TEST_F(CudaSwiglu, RejectsMismatchedShapes) {
   const Tensor g = random_gpu(Shape{4, 8}, DType::kF32, 1);
   const Tensor u = random_gpu(Shape{4, 9}, DType::kF32, 2);

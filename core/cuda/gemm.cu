@@ -339,7 +339,6 @@ void matmul_tiled(const TensorView& a, bool transpose_a, const TensorView& b, bo
                   const TensorView& c, double alpha, double beta, cudaStream_t stream) {
   const Product p = check_operands("cuda::matmul_tiled", a, transpose_a, b, transpose_b, c);
   if (p.M == 0 || p.N == 0) return;
-  memento::cuda::DeviceGuard guard(c.device().index);
   dispatch_gemm_types(a.dtype(), c.dtype(), [&](auto in_zero, auto out_zero) {
     using TIn = decltype(in_zero);
     using TOut = decltype(out_zero);
@@ -355,8 +354,7 @@ void matmul(const TensorView& a, bool transpose_a, const TensorView& b, bool tra
   if (p.M == 0 || p.N == 0) return;
   g_calls += 1;
   g_flops += 2.0 * static_cast<double>(p.M) * static_cast<double>(p.N) * static_cast<double>(p.K);
-  const int device = c.device().index;
-  memento::cuda::DeviceGuard guard(device);
+  const int device = c.device().index;  // the current one (check_operands)
   if (p.K == 0) {
     scale_output(c, beta, stream);
     return;

@@ -49,15 +49,19 @@ struct Rows {
 
 // The kernels walk rows x (F / kN) packs with a grid-stride loop, then the F % kN tail elements of
 // every row one by one (kN == 1: every element, for buffers that are not 16-byte aligned or rows
-// that are not whole packs). Pack i is (r, c) = (i / per_row, (i % per_row) kN): the division is
-// 32-bit (the launcher checks the counts fit) and skipped when ld == F. Not __restrict__: the
-// backward may run in place; every pack is read whole before any of it is written.
+// that are not whole packs). Pack i is (r, c) = (i / per_row, (i % per_row) kN), skipped when
+// ld == F; the division is 32-bit while the pack count fits (narrow), 64-bit beyond. Not
+// __restrict__: the backward may run in place; every pack is read whole before any of it is
+// written.
 struct PackIndex {
   int64_t in, out;  // offsets of the pack's first element in g/u/dg/du and in h/dh
 };
-__device__ __forceinline__ PackIndex pack_index(int64_t i, int64_t per_row, int kN, const Rows& a) {
+__device__ __forceinline__ PackIndex pack_index(int64_t i, int64_t per_row, int kN, bool narrow,
+                                                const Rows& a) {
   if (a.ld == a.F) return {i * kN, i * kN};
-  const auto r = static_cast<int64_t>(static_cast<uint32_t>(i) / static_cast<uint32_t>(per_row));
+  const int64_t r =
+      narrow ? static_cast<int64_t>(static_cast<uint32_t>(i) / static_cast<uint32_t>(per_row))
+             : i / per_row;
   const int64_t c = (i - r * per_row) * kN;
   return {r * a.ld + c, r * a.F + c};
 }
@@ -72,8 +76,9 @@ template <typename T, int kN>
 __global__ void swiglu_forward_elementwise(const T* g, const T* u, T* h, Rows a) {
   const int64_t per_row = a.F / kN;
   const int64_t packs = a.rows * per_row;
+  const bool narrow = packs <= int64_t{0xffffffff};
   for (int64_t i = global_thread(); i < packs; i += grid_threads()) {
-    const PackIndex k = pack_index(i, per_row, kN, a);
+    const PackIndex k = pack_index(i, per_row, kN, narrow, a);
     const Pack<T, kN> gp = load_pack<kN>(g + k.in);
     const Pack<T, kN> up = load_pack<kN>(u + k.in);
     Pack<T, kN> hp;
@@ -94,8 +99,9 @@ __global__ void swiglu_backward_elementwise(const T* dh, const T* g, const T* u,
                                             Rows a) {
   const int64_t per_row = a.F / kN;
   const int64_t packs = a.rows * per_row;
+  const bool narrow = packs <= int64_t{0xffffffff};
   for (int64_t i = global_thread(); i < packs; i += grid_threads()) {
-    const PackIndex k = pack_index(i, per_row, kN, a);
+    const PackIndex k = pack_index(i, per_row, kN, narrow, a);
     const Pack<T, kN> dhp = load_pack<kN>(dh + k.out);
     const Pack<T, kN> gp = load_pack<kN>(g + k.in);
     const Pack<T, kN> up = load_pack<kN>(u + k.in);
@@ -138,18 +144,11 @@ unsigned grid_for(const Rows& a, int kN) {
   return blocks_for(a.rows * std::max<int64_t>(a.F / kN, 1), kThreads, kMaxBlocks);
 }
 
-void check_rows(const Rows& a) {
-  // The strided walk divides 32-bit pack indices (see pack_index).
-  MEMENTO_CHECK(a.ld == a.F || a.rows * a.F <= int64_t{0xffffffff}, "swiglu: ", a.rows, " x ", a.F,
-                " elements in rows of stride ", a.ld, " exceed the strided walk's 2^32");
-}
-
 }  // namespace
 
 template <typename T>
 void launch_swiglu_forward_rows(const T* g, const T* u, T* h, Rows a, cudaStream_t stream) {
   if (a.rows == 0 || a.F == 0) return;
-  check_rows(a);
   if (packed_walk(a, {g, u, h}))
     swiglu_forward_elementwise<T, kPack><<<grid_for(a, kPack), kThreads, 0, stream>>>(g, u, h, a);
   else
@@ -161,7 +160,6 @@ template <typename T>
 void launch_swiglu_backward_rows(const T* dh, const T* g, const T* u, T* dg, T* du, T* h, Rows a,
                                  cudaStream_t stream) {
   if (a.rows == 0 || a.F == 0) return;
-  check_rows(a);
   if (packed_walk(a, {dh, g, u, dg, du, h}))
     swiglu_backward_elementwise<T, kPack>
         <<<grid_for(a, kPack), kThreads, 0, stream>>>(dh, g, u, dg, du, h, a);

@@ -165,6 +165,27 @@ TEST(ParameterSetDeathTest, MisuseIsFatal) {
       "before allocate");
 }
 
+// Parameters that follow each other with no padding can be used as one tensor (the MLP's stacked
+// gate and up weights); the span must end where a parameter ends.
+TEST(ParameterSet, AdjacentParametersFormOneSpan) {
+  ParameterSet ps;
+  const ParamRef a = ps.declare("a", Shape{4, 8}, ParamInit::normal(1.0f));  // 32: no padding
+  const ParamRef b = ps.declare("b", Shape{4, 8}, ParamInit::normal(1.0f));
+  const ParamRef c = ps.declare("c", Shape{3}, ParamInit::zeros());  // padded to 16
+  const ParamRef d = ps.declare("d", Shape{2}, ParamInit::zeros());
+  EXPECT_TRUE(ps.adjacent(a, b));
+  EXPECT_TRUE(ps.adjacent(b, c));
+  EXPECT_FALSE(ps.adjacent(c, d));
+  EXPECT_FALSE(ps.adjacent(b, a));
+  ps.allocate(DType::kF32);
+  ps.initialize(3);
+  const TensorView both = ps.compute_span(a, Shape{8, 8});
+  EXPECT_EQ(both.raw(), ps.value(a).raw());
+  EXPECT_EQ(std::memcmp(static_cast<const float*>(both.raw()) + 32, ps.value(b).raw(), 32 * 4), 0);
+  EXPECT_EQ(ps.grad_span(a, Shape{8, 8}).raw(), ps.grad(a).raw());
+  EXPECT_DEATH(ps.compute_span(a, Shape{5, 8}), "does not end at the end of a parameter");
+}
+
 // ---- initialisation ------------------------------------------------------------------------
 
 TEST(ParameterSet, InitKinds) {
@@ -176,7 +197,8 @@ TEST(ParameterSet, InitKinds) {
   ps.allocate(DType::kF32);
   // Dirty every parameter first: initialize() must set every value, zeros included.
   for (const auto& e : ps.entries())
-    for (int64_t i = 0; i < e.shape.numel(); ++i) ps.flat_values().data<float>()[e.offset + i] = 7.0f;
+    for (int64_t i = 0; i < e.shape.numel(); ++i)
+      ps.flat_values().data<float>()[e.offset + i] = 7.0f;
   ps.initialize(2024);
   for (double x : values_of(ps.value(z))) ASSERT_EQ(x, 0.0);
   for (double x : values_of(ps.value(o))) ASSERT_EQ(x, 1.0);

@@ -3,6 +3,8 @@
 
 #include <gtest/gtest.h>
 
+#include <utility>
+
 #include "core/ops/swiglu.h"
 #include "tests/cuda/cuda_testing.h"
 
@@ -121,9 +123,9 @@ TEST_F(CudaSwiglu, BackwardRebuildsForwardOutputInPlace) {
 TEST_F(CudaSwiglu, StackedEqualsTwoTensorForm) {
   uint64_t seed = 90;
   for (DType dtype : {DType::kF32, DType::kBF16}) {
-    for (const int64_t F : {int64_t{64}, int64_t{2048}, int64_t{13}}) {
+    for (const auto& [rows, F] :
+         {std::pair<int64_t, int64_t>{37, 64}, {37, 2048}, {37, 13}, {1, 12}, {1, 4}, {1, 64}}) {
       for (const bool misaligned : {false, true}) {
-        const int64_t rows = 37;
         const Shape stacked{rows, 2 * F}, half{rows, F};
         const MisalignedGpu gu_m = random_gpu_misaligned(stacked, dtype, seed++, 0.f, 3.f);
         const Tensor gu_a = random_gpu(stacked, dtype, seed++, 0.f, 3.f);

@@ -2,9 +2,9 @@
 # The GPU machine's check, one call (docs: ../shared/device/README.md), most important first:
 # configures a Release build for sm_90 in build-gpu, builds the GPU tests and the trainer, runs
 # the GPU tests (ctest -L gpu), the benchmark scripts/bench_gpu.sh (BENCH=0 skips it), then
-# compute-sanitizer memcheck over each GPU op test while time is left, and the CPU suite only with
-# CPU=1. Nothing starts past DEADLINE_S seconds. Logs go under $OUT (default ./out); a short table
-# is printed last.
+# compute-sanitizer memcheck over each GPU op test and one trainer run while time is left, and the
+# CPU suite only with CPU=1. Nothing starts past DEADLINE_S seconds. Logs go under $OUT (default
+# ./out); a short table is printed last.
 #   usage: bash scripts/gpu_check.sh
 #   env: OUT, JOBS (16), CUDA_ARCH (90), BENCH (1), MEMCHECK (1), CPU (0), DEADLINE_S (570)
 set -uo pipefail
@@ -71,7 +71,8 @@ if [ "$BENCH" != 0 ] && [ $bench_left -ge 30 ]; then
   log "bench_gpu.sh $bench_status"
 fi
 
-# memcheck over the op tests (the trainer and NCCL tests are whole programs: too slow under it).
+# memcheck over the op tests (the trainer and NCCL tests are whole programs: slow under it; one
+# trainer run follows if time is left).
 log "compute-sanitizer memcheck"
 : > "$OUT/memcheck_summary.txt"
 memcheck_rc=0
@@ -88,6 +89,20 @@ for t in $gpu_targets; do
   echo "$t $rc $(grep -m1 'ERROR SUMMARY' "$OUT/memcheck_$t.log" | sed 's/=* *//')" \
     >> "$OUT/memcheck_summary.txt"
 done
+# Then one whole training run under memcheck, while time is left: the trainer test whose GPU run
+# is shortest (a tiny model, a few steps, a checkpoint), so every kernel of a step and the
+# trainer's own copies (pinned staging, checkpoint mirrors) are checked together.
+trainer_test=$(echo "$gpu_targets" | tr ' ' '\n' | grep -m1 trainer)
+left=$(( DEADLINE_S - $(elapsed) ))
+if [ "$MEMCHECK" != 0 ] && [ -n "$trainer_test" ] && [ $left -ge 60 ]; then
+  timeout "$left" compute-sanitizer --tool memcheck --error-exitcode 99 --leak-check no \
+    "build-gpu/tests/$trainer_test" --gtest_filter='*AGpuCheckpointResumesOnTheCpu*' \
+    > "$OUT/memcheck_$trainer_test.log" 2>&1
+  rc=$?
+  [ $rc -ne 0 ] && [ $rc -ne 124 ] && memcheck_rc=1
+  echo "$trainer_test (one run) $rc $(grep -m1 'ERROR SUMMARY' "$OUT/memcheck_$trainer_test.log" |
+    sed 's/=* *//')" >> "$OUT/memcheck_summary.txt"
+fi
 log "memcheck rc=$memcheck_rc"
 
 cpu_status="not run (CPU=1 runs it)"

@@ -555,9 +555,13 @@ double Trainer::measure_peak_flops() const {
     // The bf16 GEMM rate of this GPU on a large square problem, with data that is not all zeros.
     constexpr int64_t kN = 8192;
     constexpr int kRepeats = 10;
-    Tensor host = Tensor::empty(Shape{kN, kN}, DType::kF32);
-    float* h = host.data<float>();
-    for (int64_t i = 0; i < kN * kN; ++i) h[i] = static_cast<float>((i * 7919) % 17 - 8) / 16.0f;
+    // The values (multiples of 1/16 in [-1/2, 1/2], exact in bf16) are made on the host in bf16
+    // and pinned memory: one 128 MiB transient outside the run's CPU budget, one copy.
+    const Tensor host =
+        Tensor::empty(Shape{kN, kN}, DType::kBF16, Device::cpu(), pinned_host_memory());
+    auto* h = static_cast<uint16_t*>(host.view().raw());
+    for (int64_t i = 0; i < kN * kN; ++i)
+      h[i] = float_to_bf16(static_cast<float>((i * 7919) % 17 - 8) / 16.0f);
     const Tensor a = Tensor::empty(Shape{kN, kN}, DType::kBF16, device_);
     const Tensor c = Tensor::empty(Shape{kN, kN}, DType::kBF16, device_);
     copy(host, a);

@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# The single-GPU shapes of configs/llama-134m.yaml and configs/llama-1b.yaml (and of the
-# PyTorch figures in research/device-anchors.md).
+# The single-GPU shapes of configs/llama-134m.yaml and configs/llama-1b.yaml (the figures in
+# docs/performance.md).
 PRESETS = {
     "134m": dict(layers=12, dim=768, heads=12, kv_heads=12, ffn=2048, batch=16, seq=1024),
     "1b": dict(layers=16, dim=2048, heads=16, kv_heads=16, ffn=5504, batch=4, seq=2048),

@@ -9,7 +9,7 @@ BUILD_DIR=build TARGETS="trainer trainer-data" bash scripts/build.sh >/dev/null
 bin=build/bin
 steps=${STEPS:-6}
 
-if [ ! -f data/fortunes_train.bin ]; then
+if [ ! -f data/fortunes_train_000000.bin ]; then
   mkdir -p data
   "$bin/trainer-data" tokenize --bytes --doc-separator % --out data/fortunes /usr/share/games/fortunes
 fi

@@ -259,10 +259,7 @@ row() {  # name label torch_key ("none": no PyTorch column)
     else
       echo "PyTorch installed but CUDA not available to it: ratios skipped"
     fi
-    echo "For orientation only, NOT measured in this run (another run: H200, PyTorch 2.11," \
-      "2026-11-26, research/device-anchors.md):"
-    echo "  134m 16x1024 eager 276k tok/s, MFU 20%, 14.5 GiB; torch.compile 519k, 37%, 8.9 GiB;" \
-      "1b 4x2048 eager 59k, 34%, 27.3 GiB"
+    echo "No PyTorch ratios in this run; docs/performance.md has those of earlier runs (card named)."
   fi
   for name in 134m 1b; do
     echo "llama-$name bf16, GPU time per op in step 3 (profile ${profile_status[$name]}):"

@@ -1,19 +1,46 @@
 #!/usr/bin/env bash
-# Installs Memento's build and run dependencies on Debian 12 with apt-get. Idempotent and quiet
-# when everything is already there. Needs root (or sudo) only when something is missing.
+# Installs Memento's dependencies on Debian 12 with apt-get. Idempotent and quiet when everything
+# is already there. Needs root (or sudo) only when something is missing.
+#
+#   scripts/install_deps.sh          what building, training and the whole test suite need
+#   scripts/install_deps.sh train    only what building and training on the CPU need (quickstart)
+#   scripts/install_deps.sh PROFILE --list   print the profile's packages, install nothing
 set -euo pipefail
+profile=${1:-test}
+list_only=${2:-}
+case "$profile" in
+  train | test) ;;
+  *) echo "install_deps: unknown profile '$profile' (expected 'train' or 'test')" >&2; exit 2 ;;
+esac
 
+# Building, training on the CPU (one process or mpirun), preparing data, and the quickstart corpus.
 packages=(
   build-essential cmake ninja-build pkg-config
-  libopenblas-openmp-dev libhdf5-dev libyaml-cpp-dev libgtest-dev libomp-dev
+  libopenblas-openmp-dev libhdf5-dev libyaml-cpp-dev libomp-dev
   libopenmpi-dev openmpi-bin libboost-dev
+  # trainer-data: SentencePiece models (Llama 2), Hugging Face tokenizer.json and JSONL (JSON),
+  # the tokenizers' pre-tokenisation regular expressions (PCRE2, Unicode classes).
+  libsentencepiece-dev nlohmann-json3-dev libpcre2-dev
+  # Unicode normalization (NFC) that tokenizer.json files such as Qwen's ask for.
+  libicu-dev
+  # The quickstart's corpus: text that ships with Debian.
   fortunes fortunes-min
-  # The one-node Slurm cluster of tests/launch/slurm_test.cpp (scripts/slurm/local_cluster.sh):
-  # srun --mpi=pmix loads libpmix2, the PMIx that Debian's OpenMPI is built against. Where
-  # systemd runs, the packages' default services fail to start for want of /etc/slurm/slurm.conf;
-  # local_cluster.sh starts its own daemons with its own configuration.
-  slurmctld slurmd slurm-client munge libpmix2
 )
+if [ "$profile" = test ]; then
+  packages+=(
+    libgtest-dev
+    # The one-node Slurm cluster of tests/launch/slurm_test.cpp (scripts/slurm/local_cluster.sh):
+    # srun --mpi=pmix loads libpmix2, the PMIx that Debian's OpenMPI is built against. Where
+    # systemd runs, the packages' default services fail to start for want of
+    # /etc/slurm/slurm.conf; local_cluster.sh starts its own daemons with its own configuration.
+    slurmctld slurmd slurm-client munge libpmix2
+  )
+fi
+
+if [ "$list_only" = --list ]; then
+  printf '%s\n' "${packages[@]}"
+  exit 0
+fi
 
 missing=()
 for p in "${packages[@]}"; do

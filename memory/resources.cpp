@@ -24,7 +24,7 @@ void* LimitResource::allocate(size_t bytes) {
   const size_t before = current_.fetch_add(bytes);
   if (before + bytes > budget_) {
     current_.fetch_sub(bytes);
-    throw OutOfMemoryError(detail::concat("memory budget exceeded: ", format_bytes(bytes),
+    throw OutOfMemoryError(detail::concat(what_, " exceeded: ", format_bytes(bytes),
                                           " requested with ", format_bytes(before),
                                           " live; budget ", format_bytes(budget_)));
   }

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cstddef>
 #include <string>
+#include <utility>
 
 #include "core/memory_resource.h"
 
@@ -33,7 +34,9 @@ class TrackingResource final : public MemoryResource {
 // OutOfMemoryError naming the budget, the live bytes and the request.
 class LimitResource final : public MemoryResource {
  public:
-  LimitResource(MemoryResource* upstream, size_t budget) : upstream_(upstream), budget_(budget) {}
+  // `what` names the budget in the error (e.g. the config key that set it).
+  LimitResource(MemoryResource* upstream, size_t budget, std::string what = "memory budget")
+      : upstream_(upstream), budget_(budget), what_(std::move(what)) {}
   void* allocate(size_t bytes) override;
   void deallocate(void* ptr, size_t bytes) noexcept override;
   Device device() const override { return upstream_->device(); }
@@ -44,6 +47,7 @@ class LimitResource final : public MemoryResource {
  private:
   MemoryResource* upstream_;
   size_t budget_;
+  std::string what_;
   std::atomic<size_t> current_{0};
 };
 

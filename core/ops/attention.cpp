@@ -1,13 +1,15 @@
 #include "core/ops/attention.h"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <type_traits>
-#include <vector>
 
 #include "core/ops/cpu_common.h"
 #include "core/ops/dispatch.h"
+#include "core/threads.h"
 #ifdef MEMENTO_WITH_CUDA
 #include "core/cuda/attention.h"
 #endif
@@ -16,9 +18,9 @@ namespace memento::ops {
 namespace {
 
 using detail::any_meta;
+using detail::dispatch_float;
 using detail::Head;
 using detail::head;
-using detail::dispatch_float;
 
 // Query rows per forward/dq task and keys per tile: a key tile (K and V, transposed) and the
 // tile's accumulators stay in L1/L2 while every row of the task streams over it.
@@ -77,17 +79,41 @@ T dot(const T* a, const T* b, int64_t n) {
 
 int64_t tiles(int64_t n, int64_t tile) { return (n + tile - 1) / tile; }
 
+// Per-thread tiles of the parallel regions below, from the device's default resource (so a
+// tracked step peak counts them, the dry run included): `elements` per thread.
+int region_threads(const Dims& dm) { return dm.parallel() ? num_threads() : 1; }
+
+ScratchBuffer thread_tiles(const Dims& dm, DType dtype, Device device, int64_t elements) {
+  return ScratchBuffer(static_cast<size_t>(elements) * dtype_size(dtype), region_threads(dm),
+                       default_resource(device));
+}
+
+// The forward tiles of one thread: kt (HS, kKeyTile), s (kKeyTile), acc (kQueryTile, HS), m and
+// l (kQueryTile).
+int64_t forward_tile_elements(int64_t HS) {
+  return HS * kKeyTile + kKeyTile + kQueryTile * HS + 2 * kQueryTile;
+}
+// The backward tiles of one thread: kt, vt (HS, kKeyTile), p, ds (kKeyTile), and either acc
+// (kQueryTile, HS) or dk_acc, dv_acc (kKeyTile, HS).
+int64_t backward_tile_elements(int64_t HS) {
+  return 2 * HS * kKeyTile + 2 * kKeyTile + std::max(kQueryTile, 2 * kKeyTile) * HS;
+}
+
 template <typename T>
 void forward_kernel(const TensorView& q, const TensorView& k, const TensorView& v,
-                    const TensorView& out, const TensorView& lse, Dims dm) {
+                    const TensorView& out, const TensorView& lse, Dims dm,
+                    const ScratchBuffer& scratch) {
   const int64_t HS = dm.HS, Tn = dm.T;
   const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(HS)));
   T* lse_p = lse.data<T>();
   const int64_t query_tiles = tiles(Tn, kQueryTile);
-#pragma omp parallel if (dm.parallel())
+#pragma omp parallel num_threads(region_threads(dm)) if (dm.parallel())
   {
-    std::vector<T> kt(HS * kKeyTile), s(kKeyTile);
-    std::vector<T> acc(kQueryTile * HS), m(kQueryTile), l(kQueryTile);
+    T* const kt = scratch.slice<T>(omp_get_thread_num());
+    T* const s = kt + HS * kKeyTile;
+    T* const acc = s + kKeyTile;
+    T* const m = acc + kQueryTile * HS;
+    T* const l = m + kQueryTile;
 #pragma omp for collapse(3) schedule(dynamic, 1)
     for (int64_t b = 0; b < dm.B; ++b) {
       for (int64_t h = 0; h < dm.NH; ++h) {
@@ -96,15 +122,15 @@ void forward_kernel(const TensorView& q, const TensorView& k, const TensorView& 
           const Head<const T> qh = head<const T>(q, b, h), kh = head<const T>(k, b, g),
                               vh = head<const T>(v, b, g);
           const int64_t i0 = qt * kQueryTile, i1 = std::min(i0 + kQueryTile, Tn);
-          std::fill(acc.begin(), acc.end(), T{0});
-          std::fill(m.begin(), m.end(), -std::numeric_limits<T>::infinity());
-          std::fill(l.begin(), l.end(), T{0});
+          std::fill(acc, acc + kQueryTile * HS, T{0});
+          std::fill(m, m + kQueryTile, -std::numeric_limits<T>::infinity());
+          std::fill(l, l + kQueryTile, T{0});
           for (int64_t j0 = 0; j0 < i1; j0 += kKeyTile) {
             const int64_t w = std::min(kKeyTile, i1 - j0);
-            load_transposed(kh, j0, w, HS, kt.data());
+            load_transposed(kh, j0, w, HS, kt);
             for (int64_t i = std::max(i0, j0); i < i1; ++i) {
               const int64_t ii = i - i0, n = std::min(w, i - j0 + 1);
-              row_times_tile(qh.row(i), kt.data(), HS, n, s.data());
+              row_times_tile(qh.row(i), kt, HS, n, s);
               T mx = m[ii];
               for (int64_t j = 0; j < n; ++j) {
                 s[j] *= scale;
@@ -119,7 +145,7 @@ void forward_kernel(const TensorView& q, const TensorView& k, const TensorView& 
               }
               l[ii] = l[ii] * alpha + sum;
               m[ii] = mx;
-              T* o = acc.data() + ii * HS;
+              T* o = acc + ii * HS;
               for (int64_t d = 0; d < HS; ++d) o[d] *= alpha;
               for (int64_t j = 0; j < n; ++j) axpy(s[j], vh.row(j0 + j), o, HS);
             }
@@ -155,15 +181,18 @@ void row_gradients(const T* qi, const T* doi, T lse_i, T D_i, const T* kt, const
 template <typename T>
 void backward_dq_kernel(const TensorView& q, const TensorView& k, const TensorView& v,
                         const TensorView& out, const TensorView& lse, const TensorView& dout,
-                        const TensorView& dq, T* D, Dims dm) {
+                        const TensorView& dq, T* D, Dims dm, const ScratchBuffer& scratch) {
   const int64_t HS = dm.HS, Tn = dm.T;
   const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(HS)));
   const T* lse_p = lse.data<T>();
   const int64_t query_tiles = tiles(Tn, kQueryTile);
-#pragma omp parallel if (dm.parallel())
+#pragma omp parallel num_threads(region_threads(dm)) if (dm.parallel())
   {
-    std::vector<T> kt(HS * kKeyTile), vt(HS * kKeyTile), p(kKeyTile), ds(kKeyTile);
-    std::vector<T> acc(kQueryTile * HS);
+    T* const kt = scratch.slice<T>(omp_get_thread_num());
+    T* const vt = kt + HS * kKeyTile;
+    T* const p = vt + HS * kKeyTile;
+    T* const ds = p + kKeyTile;
+    T* const acc = ds + kKeyTile;
 #pragma omp for collapse(3) schedule(dynamic, 1)
     for (int64_t b = 0; b < dm.B; ++b) {
       for (int64_t h = 0; h < dm.NH; ++h) {
@@ -176,16 +205,16 @@ void backward_dq_kernel(const TensorView& q, const TensorView& k, const TensorVi
           const T* lse_row = lse_p + (b * dm.NH + h) * Tn;
           T* D_row = D + (b * dm.NH + h) * Tn;
           for (int64_t i = i0; i < i1; ++i) D_row[i] = dot(doh.row(i), oh.row(i), HS);
-          std::fill(acc.begin(), acc.end(), T{0});
+          std::fill(acc, acc + kQueryTile * HS, T{0});
           for (int64_t j0 = 0; j0 < i1; j0 += kKeyTile) {
             const int64_t w = std::min(kKeyTile, i1 - j0);
-            load_transposed(kh, j0, w, HS, kt.data());
-            load_transposed(vh, j0, w, HS, vt.data());
+            load_transposed(kh, j0, w, HS, kt);
+            load_transposed(vh, j0, w, HS, vt);
             for (int64_t i = std::max(i0, j0); i < i1; ++i) {
               const int64_t n = std::min(w, i - j0 + 1);
-              row_gradients(qh.row(i), doh.row(i), lse_row[i], D_row[i], kt.data(), vt.data(), HS,
-                            n, scale, p.data(), ds.data());
-              T* a = acc.data() + (i - i0) * HS;
+              row_gradients(qh.row(i), doh.row(i), lse_row[i], D_row[i], kt, vt, HS, n, scale, p,
+                            ds);
+              T* a = acc + (i - i0) * HS;
               for (int64_t j = 0; j < n; ++j) axpy(ds[j], kh.row(j0 + j), a, HS);
             }
           }
@@ -203,36 +232,40 @@ void backward_dq_kernel(const TensorView& q, const TensorView& k, const TensorVi
 template <typename T>
 void backward_dkv_kernel(const TensorView& q, const TensorView& k, const TensorView& v,
                          const TensorView& lse, const TensorView& dout, const TensorView& dk,
-                         const TensorView& dv, const T* D, Dims dm) {
+                         const TensorView& dv, const T* D, Dims dm, const ScratchBuffer& scratch) {
   const int64_t HS = dm.HS, Tn = dm.T;
   const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(HS)));
   const T* lse_p = lse.data<T>();
   const int64_t key_tiles = tiles(Tn, kKeyTile);
-#pragma omp parallel if (dm.parallel())
+#pragma omp parallel num_threads(region_threads(dm)) if (dm.parallel())
   {
-    std::vector<T> kt(HS * kKeyTile), vt(HS * kKeyTile), p(kKeyTile), ds(kKeyTile);
-    std::vector<T> dk_acc(kKeyTile * HS), dv_acc(kKeyTile * HS);
+    T* const kt = scratch.slice<T>(omp_get_thread_num());
+    T* const vt = kt + HS * kKeyTile;
+    T* const p = vt + HS * kKeyTile;
+    T* const ds = p + kKeyTile;
+    T* const dk_acc = ds + kKeyTile;
+    T* const dv_acc = dk_acc + kKeyTile * HS;
 #pragma omp for collapse(3) schedule(dynamic, 1)
     for (int64_t b = 0; b < dm.B; ++b) {
       for (int64_t g = 0; g < dm.NKV; ++g) {
         for (int64_t kt_index = 0; kt_index < key_tiles; ++kt_index) {
           const Head<const T> kh = head<const T>(k, b, g), vh = head<const T>(v, b, g);
           const int64_t j0 = kt_index * kKeyTile, w = std::min(kKeyTile, Tn - j0);
-          load_transposed(kh, j0, w, HS, kt.data());
-          load_transposed(vh, j0, w, HS, vt.data());
-          std::fill(dk_acc.begin(), dk_acc.end(), T{0});
-          std::fill(dv_acc.begin(), dv_acc.end(), T{0});
+          load_transposed(kh, j0, w, HS, kt);
+          load_transposed(vh, j0, w, HS, vt);
+          std::fill(dk_acc, dk_acc + kKeyTile * HS, T{0});
+          std::fill(dv_acc, dv_acc + kKeyTile * HS, T{0});
           for (int64_t h = g * dm.group(); h < (g + 1) * dm.group(); ++h) {
             const Head<const T> qh = head<const T>(q, b, h), doh = head<const T>(dout, b, h);
             const T* lse_row = lse_p + (b * dm.NH + h) * Tn;
             const T* D_row = D + (b * dm.NH + h) * Tn;
             for (int64_t i = j0; i < Tn; ++i) {
               const int64_t n = std::min(w, i - j0 + 1);
-              row_gradients(qh.row(i), doh.row(i), lse_row[i], D_row[i], kt.data(), vt.data(), HS,
-                            n, scale, p.data(), ds.data());
+              row_gradients(qh.row(i), doh.row(i), lse_row[i], D_row[i], kt, vt, HS, n, scale, p,
+                            ds);
               for (int64_t j = 0; j < n; ++j) {
-                axpy(p[j], doh.row(i), dv_acc.data() + j * HS, HS);
-                axpy(ds[j], qh.row(i), dk_acc.data() + j * HS, HS);
+                axpy(p[j], doh.row(i), dv_acc + j * HS, HS);
+                axpy(ds[j], qh.row(i), dk_acc + j * HS, HS);
               }
             }
           }
@@ -257,9 +290,12 @@ void attention_forward(const TensorView& q, const TensorView& k, const TensorVie
   const Dims dm = check_shapes(q, k, v, lse, "attention_forward");
   expect_shape(out, q.shape(), "attention_forward out");
   expect_dtype(out, q.dtype(), "attention_forward out");
+  const ScratchBuffer scratch =
+      thread_tiles(dm, q.dtype(), q.device(), forward_tile_elements(dm.HS));
   if (any_meta({q, k, v, out, lse})) return;
-  dispatch_float(q.dtype(), "attention_forward", "q",
-                 [&](auto zero) { forward_kernel<decltype(zero)>(q, k, v, out, lse, dm); });
+  dispatch_float(q.dtype(), "attention_forward", "q", [&](auto zero) {
+    forward_kernel<decltype(zero)>(q, k, v, out, lse, dm, scratch);
+  });
 }
 
 void attention_backward(const TensorView& q, const TensorView& k, const TensorView& v,
@@ -275,12 +311,15 @@ void attention_backward(const TensorView& q, const TensorView& k, const TensorVi
     expect_shape(*t, k.shape(), "attention_backward dk/dv");
     expect_dtype(*t, q.dtype(), "attention_backward dk/dv");
   }
+  // Allocated before the kMeta test so that the dry run counts them too.
+  const Tensor D = Tensor::empty(lse.shape(), lse.dtype(), q.device());  // (B, NH, T): do_i . o_i
+  const ScratchBuffer scratch =
+      thread_tiles(dm, q.dtype(), q.device(), backward_tile_elements(dm.HS));
   if (any_meta({q, k, v, out, lse, dout, dq, dk, dv})) return;
   dispatch_float(q.dtype(), "attention_backward", "q", [&](auto zero) {
     using T = decltype(zero);
-    const Tensor D = Tensor::empty(lse.shape(), lse.dtype());  // (B, NH, T): do_i . o_i
-    backward_dq_kernel<T>(q, k, v, out, lse, dout, dq, D.data<T>(), dm);
-    backward_dkv_kernel<T>(q, k, v, lse, dout, dk, dv, D.data<T>(), dm);
+    backward_dq_kernel<T>(q, k, v, out, lse, dout, dq, D.data<T>(), dm, scratch);
+    backward_dkv_kernel<T>(q, k, v, lse, dout, dk, dv, D.data<T>(), dm, scratch);
   });
 }
 

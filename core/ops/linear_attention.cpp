@@ -1,11 +1,14 @@
 #include "core/ops/linear_attention.h"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <cmath>
 #include <type_traits>
 
 #include "core/ops/cpu_common.h"
 #include "core/ops/dispatch.h"
+#include "core/threads.h"
 #ifdef MEMENTO_WITH_CUDA
 #include "core/cuda/linear_attention.h"
 #endif
@@ -14,9 +17,9 @@ namespace memento::ops {
 namespace {
 
 using detail::any_meta;
+using detail::dispatch_float;
 using detail::Head;
 using detail::head;
-using detail::dispatch_float;
 
 // Below this many multiply-adds a parallel region costs more than it saves.
 constexpr int64_t kMinParallelWork = 1 << 16;
@@ -58,30 +61,39 @@ void axpy(T a, const T* x, T* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
 }
 
-// Per-thread buffers for one head's pass; nothing here outlives the op.
+// Per-thread buffers for one head's pass, carved from a slice of a ScratchBuffer (so they are
+// tracked and in the dry run's step peak); nothing here outlives the op.
 template <typename T>
 struct Workspace {
   int64_t HS, chunk;
-  std::vector<T> tile_a, tile_b;  // (HS, chunk): chunk rows of an input, transposed
-  std::vector<T> s_a, s_b;        // (chunk)
-  std::vector<T> st, st_t;        // (HS, HS): the running state in T, and transposed
-  std::vector<T> increment;       // (HS, HS): one chunk's contribution to the state
-  std::vector<double> state;      // (HS, HS): the running state, accumulated in fp64
-  std::vector<T> pw;              // (chunk + 1): lambda^n
-  std::vector<double> pw64;       // (chunk + 1)
-  Workspace(int64_t hs, int64_t c)
-      : HS(hs),
-        chunk(c),
-        tile_a(hs * c),
-        tile_b(hs * c),
-        s_a(c),
-        s_b(c),
-        st(hs * hs),
-        st_t(hs * hs),
-        increment(hs * hs),
-        state(hs * hs),
-        pw(c + 1),
-        pw64(c + 1) {}
+  double* state;  // (HS, HS): the running state, accumulated in fp64
+  double* pw64;   // (chunk + 1)
+  T* tile_a;      // (HS, chunk): chunk rows of an input, transposed
+  T* tile_b;      // (HS, chunk)
+  T* s_a;         // (chunk)
+  T* s_b;         // (chunk)
+  T* st;          // (HS, HS): the running state in T
+  T* st_t;        // (HS, HS): and transposed
+  T* increment;   // (HS, HS): one chunk's contribution to the state
+  T* pw;          // (chunk + 1): lambda^n
+
+  // Bytes of one thread's buffers: the fp64 ones first, so every buffer is aligned.
+  static size_t bytes(int64_t hs, int64_t c) {
+    return sizeof(double) * static_cast<size_t>(hs * hs + c + 1) +
+           sizeof(T) * static_cast<size_t>(2 * hs * c + 2 * c + 3 * hs * hs + c + 1);
+  }
+  Workspace(int64_t hs, int64_t c, void* slice) : HS(hs), chunk(c) {
+    state = static_cast<double*>(slice);
+    pw64 = state + hs * hs;
+    tile_a = reinterpret_cast<T*>(pw64 + c + 1);
+    tile_b = tile_a + hs * c;
+    s_a = tile_b + hs * c;
+    s_b = s_a + c;
+    st = s_b + c;
+    st_t = st + hs * hs;
+    increment = st_t + hs * hs;
+    pw = increment + hs * hs;
+  }
 
   void set_decay(double lambda) {
     for (int64_t n = 0; n <= chunk; ++n) {
@@ -90,20 +102,19 @@ struct Workspace {
     }
   }
   // dst[d * chunk + j] = src row (t0 + j)[d] for j < L.
-  void load_transposed(Head<const T> src, int64_t t0, int64_t L, std::vector<T>& dst) const {
+  void load_transposed(Head<const T> src, int64_t t0, int64_t L, T* dst) const {
     for (int64_t j = 0; j < L; ++j) {
       const T* r = src.row(t0 + j);
       for (int64_t d = 0; d < HS; ++d) dst[d * chunk + j] = r[d];
     }
   }
   // out[j] = sum_d a[d] * tile[d][j] for j in [lo, hi), summed over d in order.
-  void row_times_tile(const T* a, const std::vector<T>& tile, int64_t lo, int64_t hi,
-                      std::vector<T>& out) const {
-    std::fill(out.begin() + lo, out.begin() + hi, T{0});
+  void row_times_tile(const T* a, const T* tile, int64_t lo, int64_t hi, T* out) const {
+    std::fill(out + lo, out + hi, T{0});
     for (int64_t d = 0; d < HS; ++d) {
       const T ad = a[d];
-      const T* col = tile.data() + d * chunk;
-      T* o = out.data();
+      const T* col = tile + d * chunk;
+      T* o = out;
 #pragma omp simd
       for (int64_t j = lo; j < hi; ++j) o[j] += ad * col[j];
     }
@@ -140,20 +151,20 @@ void forward_head(Head<const T> q, Head<const T> k, Head<const T> v, Head<T> o, 
       for (int64_t j = 0; j <= i; ++j) axpy(ws.pw[i - j] * ws.s_a[j], v.row(t0 + j), ot, HS);
       // Inter-chunk: q_t times the state before the chunk, decayed to position i.
       const T w = ws.pw[i + 1];
-      for (int64_t d = 0; d < HS; ++d) axpy(w * qt[d], ws.st.data() + d * HS, ot, HS);
+      for (int64_t d = 0; d < HS; ++d) axpy(w * qt[d], ws.st + d * HS, ot, HS);
     }
     if (t0 + L < Tn || s_final) {
-      std::fill(ws.increment.begin(), ws.increment.end(), T{0});
+      std::fill(ws.increment, ws.increment + HS * HS, T{0});
       for (int64_t i = 0; i < L; ++i) {
         const T* kt = k.row(t0 + i);
         const T* vt = v.row(t0 + i);
         const T w = ws.pw[L - 1 - i];
-        for (int64_t d = 0; d < HS; ++d) axpy(w * kt[d], vt, ws.increment.data() + d * HS, HS);
+        for (int64_t d = 0; d < HS; ++d) axpy(w * kt[d], vt, ws.increment + d * HS, HS);
       }
       ws.advance_state(L);
     }
   }
-  if (s_final) std::copy(ws.state.begin(), ws.state.end(), s_final);
+  if (s_final) std::copy(ws.state, ws.state + HS * HS, s_final);
 }
 
 // dk and dv of one query head, chunks in reverse. R is the gradient reaching the state at the end
@@ -164,9 +175,9 @@ void backward_kv_head(Head<const T> q, Head<const T> k, Head<const T> v, Head<co
                       Workspace<T>& ws) {
   const int64_t HS = ws.HS, chunk = ws.chunk;
   if (dfinal) {
-    std::copy(dfinal, dfinal + HS * HS, ws.state.begin());
+    std::copy(dfinal, dfinal + HS * HS, ws.state);
   } else {
-    std::fill(ws.state.begin(), ws.state.end(), 0.0);
+    std::fill(ws.state, ws.state + HS * HS, 0.0);
   }
   const int64_t chunks = (Tn + chunk - 1) / chunk;
   for (int64_t n = chunks - 1; n >= 0; --n) {
@@ -192,21 +203,21 @@ void backward_kv_head(Head<const T> q, Head<const T> k, Head<const T> v, Head<co
       }
       // Inter-chunk: dk_j += lambda^(L-1-j) R v_j, dv_j += lambda^(L-1-j) R^T k_j.
       const T w = ws.pw[L - 1 - j];
-      for (int64_t e = 0; e < HS; ++e) axpy(w * vj[e], ws.st_t.data() + e * HS, dkj, HS);
-      for (int64_t d = 0; d < HS; ++d) axpy(w * kj[d], ws.st.data() + d * HS, dvj, HS);
+      for (int64_t e = 0; e < HS; ++e) axpy(w * vj[e], ws.st_t + e * HS, dkj, HS);
+      for (int64_t d = 0; d < HS; ++d) axpy(w * kj[d], ws.st + d * HS, dvj, HS);
     }
     if (n > 0 || dinitial) {
-      std::fill(ws.increment.begin(), ws.increment.end(), T{0});
+      std::fill(ws.increment, ws.increment + HS * HS, T{0});
       for (int64_t i = 0; i < L; ++i) {
         const T* qi = q.row(t0 + i);
         const T* doi = dout.row(t0 + i);
         const T w = ws.pw[i + 1];
-        for (int64_t d = 0; d < HS; ++d) axpy(w * qi[d], doi, ws.increment.data() + d * HS, HS);
+        for (int64_t d = 0; d < HS; ++d) axpy(w * qi[d], doi, ws.increment + d * HS, HS);
       }
       ws.advance_state(L);
     }
   }
-  if (dinitial) std::copy(ws.state.begin(), ws.state.end(), dinitial);
+  if (dinitial) std::copy(ws.state, ws.state + HS * HS, dinitial);
 }
 
 // dst (B, T, NKV, HS) = per-head gradients (B, T, NH, HS) summed over each group in head order.
@@ -225,6 +236,15 @@ void reduce_groups(const TensorView& per_head, const TensorView& dst, const Dims
       for (int64_t h = 1; h < G; ++h) axpy(T{1}, s + h * d.HS, o, d.HS);
     }
   }
+}
+
+int region_threads(const Dims& dm, int64_t chunk) { return dm.parallel(chunk) ? num_threads() : 1; }
+
+// One Workspace per thread of the parallel region, from the default resource of q's device.
+ScratchBuffer thread_workspaces(const Dims& dm, int64_t chunk, const TensorView& q) {
+  const size_t bytes = q.dtype() == DType::kF64 ? Workspace<double>::bytes(dm.HS, chunk)
+                                                : Workspace<float>::bytes(dm.HS, chunk);
+  return ScratchBuffer(bytes, region_threads(dm, chunk), default_resource(q.device()));
 }
 
 }  // namespace
@@ -246,18 +266,20 @@ DType linear_attention_state_dtype(DType activations) {
 void linear_attention_forward(const TensorView& q, const TensorView& k, const TensorView& v,
                               const TensorView& out, std::span<const double> decay, int64_t chunk,
                               const TensorView& initial_state, const TensorView& final_state) {
-  MEMENTO_CUDA_DISPATCH(q, cuda::linear_attention_forward(q, k, v, out, decay, chunk, initial_state, final_state));
+  MEMENTO_CUDA_DISPATCH(
+      q, cuda::linear_attention_forward(q, k, v, out, decay, chunk, initial_state, final_state));
   const Dims dm = check_inputs(q, k, v, decay, chunk, "linear_attention_forward");
   expect_shape(out, q.shape(), "linear_attention_forward out");
   expect_dtype(out, q.dtype(), "linear_attention_forward out");
   check_state(initial_state, dm, q.dtype(), "linear_attention_forward initial_state");
   check_state(final_state, dm, q.dtype(), "linear_attention_forward final_state");
+  const ScratchBuffer scratch = thread_workspaces(dm, chunk, q);
   if (any_meta({q, k, v, out, initial_state, final_state})) return;
   dispatch_float(q.dtype(), "linear_attention_forward", "q", [&](auto zero) {
     using T = decltype(zero);
-#pragma omp parallel if (dm.parallel(chunk))
+#pragma omp parallel num_threads(region_threads(dm, chunk)) if (dm.parallel(chunk))
     {
-      Workspace<T> ws(dm.HS, chunk);
+      Workspace<T> ws(dm.HS, chunk, scratch.slice<void>(omp_get_thread_num()));
 #pragma omp for collapse(2) schedule(dynamic, 1)
       for (int64_t b = 0; b < dm.B; ++b) {
         for (int64_t h = 0; h < dm.NH; ++h) {
@@ -277,7 +299,9 @@ void linear_attention_backward(const TensorView& q, const TensorView& k, const T
                                const TensorView& dv, std::span<const double> decay, int64_t chunk,
                                const TensorView& initial_state, const TensorView& dfinal_state,
                                const TensorView& dinitial_state) {
-  MEMENTO_CUDA_DISPATCH(q, cuda::linear_attention_backward(q, k, v, dout, dq, dk, dv, decay, chunk, initial_state, dfinal_state, dinitial_state));
+  MEMENTO_CUDA_DISPATCH(
+      q, cuda::linear_attention_backward(q, k, v, dout, dq, dk, dv, decay, chunk, initial_state,
+                                         dfinal_state, dinitial_state));
   const Dims dm = check_inputs(q, k, v, decay, chunk, "linear_attention_backward");
   for (const TensorView* t : {&dout, &dq}) {
     expect_shape(*t, q.shape(), "linear_attention_backward dout/dq");
@@ -290,19 +314,21 @@ void linear_attention_backward(const TensorView& q, const TensorView& k, const T
   check_state(initial_state, dm, q.dtype(), "linear_attention_backward initial_state");
   check_state(dfinal_state, dm, q.dtype(), "linear_attention_backward dfinal_state");
   check_state(dinitial_state, dm, q.dtype(), "linear_attention_backward dinitial_state");
+  // With grouped heads each query head writes its own dk, dv rows, summed per group afterwards,
+  // so the (b, h) tasks stay independent. Allocated before the kMeta test: the dry run counts
+  // them too.
+  const bool grouped = dm.NH != dm.NKV;
+  const Tensor dk_heads = grouped ? Tensor::empty(q.shape(), q.dtype(), q.device()) : Tensor();
+  const Tensor dv_heads = grouped ? Tensor::empty(q.shape(), q.dtype(), q.device()) : Tensor();
+  const ScratchBuffer scratch = thread_workspaces(dm, chunk, q);
   if (any_meta({q, k, v, dout, dq, dk, dv, initial_state, dfinal_state, dinitial_state})) return;
   dispatch_float(q.dtype(), "linear_attention_backward", "q", [&](auto zero) {
     using T = decltype(zero);
-    // With grouped heads each query head writes its own dk, dv rows, summed per group afterwards,
-    // so the (b, h) tasks stay independent.
-    const bool grouped = dm.NH != dm.NKV;
-    const Tensor dk_heads = grouped ? Tensor::empty(q.shape(), q.dtype()) : Tensor();
-    const Tensor dv_heads = grouped ? Tensor::empty(q.shape(), q.dtype()) : Tensor();
     const TensorView dk_target = grouped ? dk_heads.view() : dk;
     const TensorView dv_target = grouped ? dv_heads.view() : dv;
-#pragma omp parallel if (dm.parallel(chunk))
+#pragma omp parallel num_threads(region_threads(dm, chunk)) if (dm.parallel(chunk))
     {
-      Workspace<T> ws(dm.HS, chunk);
+      Workspace<T> ws(dm.HS, chunk, scratch.slice<void>(omp_get_thread_num()));
 #pragma omp for collapse(2) schedule(dynamic, 1)
       for (int64_t b = 0; b < dm.B; ++b) {
         for (int64_t h = 0; h < dm.NH; ++h) {

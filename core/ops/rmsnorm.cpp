@@ -138,9 +138,10 @@ void rmsnorm_backward(const TensorView& dy, const TensorView& x, const TensorVie
   }
   dispatch_float(x.dtype(), "rmsnorm_backward", "x", [&](auto zero) {
     using T = decltype(zero);
+    // Allocated before the kMeta test so that the dry run counts it too.
+    const Tensor partial = Tensor::empty(Shape{std::min(rows, kWeightBlocks), C}, DType::kF64,
+                                         x.device());  // (blocks, C)
     if (any_meta({dy, x, weight, rstd, dx, dweight}) || (residual && residual->is_meta())) return;
-    const Tensor partial =
-        Tensor::empty(Shape{std::min(rows, kWeightBlocks), C}, DType::kF64);  // (blocks, C)
     backward_rows(dy.data<T>(), x.data<T>(), weight.data<T>(), rstd.data<T>(),
                   residual ? residual->data<T>() : nullptr, dx.data<T>(), dweight.data<T>(),
                   partial.data<double>(), rows, C);

@@ -1,5 +1,6 @@
-// trainer-data: trains a byte-level BPE tokenizer, tokenizes text corpora into llm.c or
-// Megatron token files, and describes token files. Run `trainer-data --help`.
+// trainer-data: trains a tokenizer (Memento BPE or SentencePiece), tokenizes text and JSONL
+// corpora with any supported tokenizer into sharded llm.c or Megatron token files, and
+// describes tokenizers and token files. Run `trainer-data --help`; docs/data.md has examples.
 #include <unistd.h>
 
 #include <algorithm>
@@ -11,41 +12,80 @@
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <memory>
 #include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "core/data/bpe_tokenizer.h"
+#include "core/data/mapped_file.h"
+#include "core/data/sentencepiece_tokenizer.h"
 #include "core/data/token_dataset.h"
+#include "core/data/tokenizer.h"
 #include "core/error.h"
+#include "launch/data_prep.h"
+#include "launch/hf_weights.h"
+#include "launch/progress_bar.h"
 
 namespace fs = std::filesystem;
 using memento::BpeTokenizer;
 using memento::DataError;
+using memento::ProgressBar;
 using memento::TokenDataset;
 
 namespace {
 
 constexpr std::string_view kUsage = R"(usage:
-  trainer-data train-tokenizer --vocab-size N --out FILE [--doc-separator SEP] INPUT...
+  trainer-data train-tokenizer --vocab-size N --out FILE [--type bpe|sentencepiece]
+                        [--doc-separator SEP] [--input-format auto|text|jsonl] [--json-key KEY]
+                        INPUT...
   trainer-data tokenize (--tokenizer FILE | --bytes) --out PREFIX [--format llmc|megatron]
-                        [--val-fraction F] [--doc-separator SEP] INPUT...
+                        [--val-fraction F] [--seed S] [--shard-tokens N] [--threads N]
+                        [--append-eos] [--doc-separator SEP] [--input-format auto|text|jsonl]
+                        [--json-key KEY] INPUT...
+  trainer-data tokenizer-info [--text TEXT] FILE
   trainer-data info [--format auto|llmc|megatron] [--vocab-size N] PATH
+  trainer-data export-hf --checkpoint DIR --out DIR [--dtype f32|bf16] [--max-shard-size 5GB]
 
-INPUT is a text file or a directory (read recursively: regular files only, files containing
-NUL bytes are skipped as binary). Each file is one document, or with --doc-separator SEP the
-file splits into documents at lines consisting only of SEP (fortune files: --doc-separator %).
+INPUT is a file or a directory (read recursively, sorted). Text files: each file is one
+document, or with --doc-separator SEP the file splits into documents at lines consisting only
+of SEP (fortune files: --doc-separator %); files containing NUL bytes are skipped as binary.
+JSONL files (.jsonl, .json, .ndjson, or any file with --input-format jsonl): one JSON object per
+line, the document being its "text" field (--json-key picks another). Blank documents are
+dropped.
 
-train-tokenizer  learns a byte-level BPE vocabulary of N tokens (256 bytes, <|endoftext|>,
-                 then merges) and writes it to FILE.
-tokenize         encodes every document, each preceded by <|endoftext|>, and writes the last
-                 F of the documents (default 0.05) as validation: PREFIX_train.bin and
-                 PREFIX_val.bin (llm.c shards, the default) or PREFIX_train.{idx,bin} and
-                 PREFIX_val.{idx,bin} (Megatron). --bytes uses one token per byte (vocab 257).
+A tokenizer FILE is a Memento .bpe, a Hugging Face tokenizer.json of byte-level BPE type
+(GPT-2, Llama 3, Qwen), a SentencePiece .model (Llama 2), or a directory holding
+tokenizer.json or tokenizer.model.
+
+train-tokenizer  learns a vocabulary of N tokens and writes it to FILE: a Memento byte-level
+                 BPE (256 bytes, <|endoftext|>, then merges; the default) or with
+                 --type sentencepiece a SentencePiece BPE model in Llama 2's settings.
+tokenize         encodes every document, preceded by the tokenizer's BOS (Llama) or else its
+                 EOS (<|endoftext|>: GPT-2, Memento) and with --append-eos followed by EOS, on
+                 --threads threads (default: all cores; the output is the same for any count).
+                 Documents go to validation at random with probability F (--val-fraction,
+                 default 0.05; --seed S, default 1) and are written in shards of at most N
+                 tokens (--shard-tokens, default 100000000):
+                   llmc:     PREFIX_train_000000.bin, ... and PREFIX_val_000000.bin, ...
+                             (version 1 uint16 tokens, version 2 uint32 past 65536 ids)
+                   megatron: PREFIX_train_000000.{bin,idx}, ... and PREFIX_val_000000.{bin,idx}
+                 Shards of an earlier run that this one did not write are removed. The
+                 trainer reads a split as data.train: PREFIX_train_*.bin (llmc) or
+                 PREFIX_train (megatron). --bytes uses one token per byte (vocab 257).
+tokenizer-info   prints a tokenizer's kind, vocabulary size and BOS/EOS, and with --text the
+                 ids of TEXT and their decoding.
 info             prints the format, token count and token statistics of a token file, an llm.c
-                 glob ("data/x_train_*.bin") or a Megatron prefix; --vocab-size N also checks
-                 that every id is below N.
+                 glob ("data/x_train_*.bin"), a Megatron prefix or a prefix with shards;
+                 --vocab-size N also checks that every id is below N.
+export-hf        writes a trainer checkpoint (a step_* directory, or a checkpoint root: its
+                 latest complete checkpoint) as a Hugging Face model directory: config.json
+                 (LlamaForCausalLM) and model.safetensors, or above --max-shard-size (default
+                 5GB; 500MB, 2GiB, bytes) model-0000i-of-0000N.safetensors shards and
+                 model.safetensors.index.json. --dtype f32 (default) is bit-exact, bf16 rounds.
+                 Models with linear-attention layers get model_type memento_llama and the keys
+                 Memento needs to read them back (docs/hf-weights.md).
 )";
 
 using Clock = std::chrono::steady_clock;
@@ -54,56 +94,11 @@ double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-// A one-line progress bar on stderr, redrawn at most every 100 ms; on a non-terminal only the
-// final line is printed.
-class ProgressBar {
- public:
-  ProgressBar(std::string label, int64_t total)
-      : label_(std::move(label)), total_(std::max<int64_t>(total, 1)), tty_(isatty(2) != 0) {}
-  ProgressBar(const ProgressBar&) = delete;
-  ProgressBar& operator=(const ProgressBar&) = delete;
-  ~ProgressBar() { finish(); }
-
-  void update(int64_t done) {
-    done_ = done;
-    const auto now = Clock::now();
-    if (!tty_ || now - last_draw_ < std::chrono::milliseconds(100)) return;
-    last_draw_ = now;
-    draw('\r');
-  }
-  void finish() {
-    if (finished_) return;
-    finished_ = true;
-    draw(tty_ ? '\r' : '\0');
-    std::fputc('\n', stderr);
-  }
-
- private:
-  void draw(char lead) {
-    constexpr int kWidth = 30;
-    const double frac = std::clamp(static_cast<double>(done_) / total_, 0.0, 1.0);
-    const int filled = static_cast<int>(frac * kWidth);
-    const std::string bar = std::string(filled, '#') + std::string(kWidth - filled, '.');
-    if (lead != '\0') std::fputc(lead, stderr);
-    std::fprintf(stderr, "%s [%s] %3d%% %lld/%lld %.1fs", label_.c_str(), bar.c_str(),
-                 static_cast<int>(frac * 100), static_cast<long long>(done_),
-                 static_cast<long long>(total_), seconds_since(start_));
-    std::fflush(stderr);
-  }
-
-  std::string label_;
-  int64_t total_;
-  int64_t done_ = 0;
-  bool tty_;
-  bool finished_ = false;
-  Clock::time_point start_ = Clock::now();
-  Clock::time_point last_draw_{};
-};
-
 struct Args {
   std::string command;
   std::map<std::string, std::string> options;  // "--out" -> value
   bool bytes = false;
+  bool append_eos = false;
   std::vector<std::string> inputs;
 
   bool has(const std::string& key) const { return options.count(key) != 0; }
@@ -145,13 +140,17 @@ double parse_double(const std::string& key, const std::string& text) {
 
 Args parse_args(int argc, char** argv) {
   static const std::vector<std::string> kValued = {
-      "--vocab-size", "--out", "--tokenizer", "--format", "--val-fraction", "--doc-separator"};
+      "--vocab-size",    "--out",  "--tokenizer",    "--format",  "--val-fraction",
+      "--doc-separator", "--seed", "--shard-tokens", "--threads", "--input-format",
+      "--json-key",      "--type", "--text"};
   Args args;
   args.command = argv[1];
   for (int i = 2; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--bytes") {
       args.bytes = true;
+    } else if (a == "--append-eos") {
+      args.append_eos = true;
     } else if (std::find(kValued.begin(), kValued.end(), a) != kValued.end()) {
       MEMENTO_EXPECT(i + 1 < argc, DataError, a, " needs a value");
       args.options[a] = argv[++i];
@@ -164,77 +163,24 @@ Args parse_args(int argc, char** argv) {
   return args;
 }
 
-std::string read_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  MEMENTO_EXPECT(in.good(), DataError, path.string(), ": cannot open");
-  std::ostringstream os;
-  os << in.rdbuf();
-  return os.str();
-}
-
-// Splits text at lines that consist only of `separator`; drops blank documents.
-void split_documents(const std::string& text, const std::string& separator,
-                     std::vector<std::string>& out) {
-  auto keep = [&](std::string doc) {
-    if (doc.find_first_not_of(" \t\r\n") != std::string::npos) out.push_back(std::move(doc));
-  };
-  if (separator.empty()) return keep(text);
-  std::string doc;
-  size_t pos = 0;
-  while (pos < text.size()) {
-    size_t eol = text.find('\n', pos);
-    const size_t next = eol == std::string::npos ? text.size() : eol + 1;
-    std::string_view line(text.data() + pos, (eol == std::string::npos ? text.size() : eol) - pos);
-    if (line.ends_with('\r')) line.remove_suffix(1);
-    if (line == separator) {
-      keep(std::move(doc));
-      doc.clear();
-    } else {
-      doc.append(text, pos, next - pos);
-    }
-    pos = next;
-  }
-  keep(std::move(doc));
+memento::DocumentReaderOptions reader_options(const Args& args) {
+  memento::DocumentReaderOptions o;
+  o.format = memento::parse_input_format(args.get("--input-format", "auto"));
+  o.doc_separator = args.get("--doc-separator");
+  o.json_key = args.get("--json-key", "text");
+  return o;
 }
 
 struct Corpus {
   std::vector<std::string> documents;
   int64_t bytes = 0;
-  int files = 0;
-  int skipped_binary = 0;
 };
 
-Corpus read_corpus(const std::vector<std::string>& inputs, const std::string& separator) {
-  MEMENTO_EXPECT(!inputs.empty(), DataError, "no INPUT files or directories given (see --help)");
-  std::vector<fs::path> files;
-  for (const std::string& input : inputs) {
-    MEMENTO_EXPECT(fs::exists(input), DataError, input, ": no such file or directory");
-    if (!fs::is_directory(input)) {
-      files.emplace_back(input);
-      continue;
-    }
-    std::vector<fs::path> found;
-    for (const auto& entry : fs::recursive_directory_iterator(input))
-      if (entry.symlink_status().type() == fs::file_type::regular) found.push_back(entry.path());
-    std::sort(found.begin(), found.end());
-    files.insert(files.end(), found.begin(), found.end());
-  }
+Corpus read_corpus(const Args& args) {
   Corpus corpus;
-  for (const fs::path& path : files) {
-    std::string text = read_file(path);
-    if (std::memchr(text.data(), '\0', text.size()) != nullptr) {
-      ++corpus.skipped_binary;
-      continue;
-    }
-    ++corpus.files;
-    corpus.bytes += static_cast<int64_t>(text.size());
-    split_documents(text, separator, corpus.documents);
-  }
-  MEMENTO_EXPECT(!corpus.documents.empty(), DataError, "no text documents found in the inputs (",
-                 files.size(), " files, ", corpus.skipped_binary, " binary)");
-  std::fprintf(stderr, "read %d text files (%lld bytes, %zu documents), skipped %d binary files\n",
-               corpus.files, static_cast<long long>(corpus.bytes), corpus.documents.size(),
-               corpus.skipped_binary);
+  corpus.documents = memento::read_all_documents(args.inputs, reader_options(args), &corpus.bytes);
+  std::fprintf(stderr, "read %zu documents (%lld bytes)\n", corpus.documents.size(),
+               static_cast<long long>(corpus.bytes));
   return corpus;
 }
 
@@ -244,30 +190,44 @@ void ensure_parent_dir(const std::string& path) {
 }
 
 int train_tokenizer(const Args& args) {
+  const std::string type = args.get("--type", "bpe");
+  MEMENTO_EXPECT(type == "bpe" || type == "sentencepiece", DataError,
+                 "--type: expected bpe or sentencepiece, got \"", type, "\"");
   const int64_t vocab = parse_int("--vocab-size", args.require("--vocab-size"));
-  MEMENTO_EXPECT(vocab >= 257 && vocab <= (int64_t{1} << 31) - 1, DataError,
-                 "--vocab-size: expected an integer >= 257, got ", vocab);
+  const int64_t min_vocab = type == "bpe" ? 257 : 8;
+  MEMENTO_EXPECT(vocab >= min_vocab && vocab <= (int64_t{1} << 31) - 1, DataError,
+                 "--vocab-size: expected an integer >= ", min_vocab, ", got ", vocab);
   const std::string out = args.require("--out");
-  const Corpus corpus = read_corpus(args.inputs, args.get("--doc-separator"));
+  const Corpus corpus = read_corpus(args);
   const auto t0 = Clock::now();
-  std::optional<BpeTokenizer> tok;
-  {
-    ProgressBar bar("merges", vocab - 257);
-    tok = BpeTokenizer::train(corpus.documents, static_cast<int>(vocab),
-                              [&](int done, int) { bar.update(done); });
+  std::unique_ptr<memento::Tokenizer> tok;
+  if (type == "sentencepiece") {
+    const std::string model = memento::SentencePieceTokenizer::train(
+        corpus.documents, static_cast<int>(vocab), "bpe", memento::available_cores());
+    ensure_parent_dir(out);
+    memento::write_file_atomically(out, model);
+    tok = memento::SentencePieceTokenizer::from_bytes(model, out);
+  } else {
+    std::optional<BpeTokenizer> bpe;
+    {
+      ProgressBar bar("merges", vocab - 257);
+      bpe = BpeTokenizer::train(corpus.documents, static_cast<int>(vocab),
+                                [&](int done, int) { bar.update(done); });
+    }
+    ensure_parent_dir(out);
+    bpe->save(out);
+    tok = memento::make_memento_bpe_tokenizer(std::move(*bpe), out);
   }
   const double train_s = seconds_since(t0);
-  ensure_parent_dir(out);
-  tok->save(out);
   const auto t1 = Clock::now();
   int64_t tokens = 0;
   for (const std::string& doc : corpus.documents)
     tokens += static_cast<int64_t>(tok->encode(doc).size());
   std::printf(
-      "tokenizer %s: vocab %d (%d merges), trained in %.2fs; corpus encodes to %lld "
-      "tokens (%.2f bytes/token) in %.2fs\n",
-      out.c_str(), tok->vocab_size(), tok->num_merges(), train_s, static_cast<long long>(tokens),
-      static_cast<double>(corpus.bytes) / tokens, seconds_since(t1));
+      "%s\ntrained in %.2fs; the corpus encodes to %lld tokens (%.2f bytes/token) in %.2fs\n",
+      tok->describe().c_str(), train_s, static_cast<long long>(tokens),
+      static_cast<double>(corpus.bytes) / static_cast<double>(std::max<int64_t>(tokens, 1)),
+      seconds_since(t1));
   if (tok->vocab_size() < vocab)
     std::printf("note: the corpus ran out of repeated pairs before vocab %lld\n",
                 static_cast<long long>(vocab));
@@ -277,67 +237,70 @@ int train_tokenizer(const Args& args) {
 int tokenize(const Args& args) {
   MEMENTO_EXPECT(args.bytes != args.has("--tokenizer"), DataError,
                  "tokenize needs exactly one of --tokenizer FILE and --bytes");
-  const BpeTokenizer tok =
-      args.bytes ? BpeTokenizer::bytes() : BpeTokenizer::load(args.get("--tokenizer"));
-  const std::string prefix = args.require("--out");
+  const std::unique_ptr<memento::Tokenizer> tok =
+      args.bytes ? memento::make_memento_bpe_tokenizer(BpeTokenizer::bytes(), "--bytes")
+                 : memento::load_tokenizer(args.get("--tokenizer"));
+  memento::TokenizeOptions o;
+  o.inputs = args.inputs;
+  o.reader = reader_options(args);
+  o.out_prefix = args.require("--out");
   const std::string format = args.get("--format", "llmc");
   MEMENTO_EXPECT(format == "llmc" || format == "megatron", DataError,
                  "--format: expected llmc or megatron, got \"", format, "\"");
-  MEMENTO_EXPECT(format != "llmc" || tok.vocab_size() <= 65536, DataError,
-                 "llm.c shards hold uint16 tokens but the tokenizer has ", tok.vocab_size(),
-                 " ids; use --format megatron");
-  const double val_fraction = parse_double("--val-fraction", args.get("--val-fraction", "0.05"));
-  MEMENTO_EXPECT(val_fraction >= 0 && val_fraction < 1, DataError,
-                 "--val-fraction: expected a number in [0, 1), got ", val_fraction);
-  const Corpus corpus = read_corpus(args.inputs, args.get("--doc-separator"));
-  const int64_t n_docs = static_cast<int64_t>(corpus.documents.size());
-  const int64_t n_val =
-      val_fraction > 0 ? std::max<int64_t>(1, std::llround(val_fraction * n_docs)) : 0;
-  MEMENTO_EXPECT(n_val < n_docs, DataError, "--val-fraction ", val_fraction, " leaves no ",
-                 "training documents out of ", n_docs, "; lower it or add documents");
+  o.format = format == "llmc" ? memento::TokenFormat::kLlmc : memento::TokenFormat::kMegatron;
+  o.val_fraction = parse_double("--val-fraction", args.get("--val-fraction", "0.05"));
+  const int64_t seed = parse_int("--seed", args.get("--seed", "1"));
+  MEMENTO_EXPECT(seed >= 0, DataError, "--seed: expected an integer >= 0, got ", seed);
+  o.seed = static_cast<uint64_t>(seed);
+  o.shard_tokens = parse_int("--shard-tokens", args.get("--shard-tokens", "100000000"));
+  MEMENTO_EXPECT(
+      o.shard_tokens >= 1 && o.shard_tokens <= memento::ShardedTokenWriter::kMaxShardTokens,
+      DataError, "--shard-tokens: expected 1 to ", memento::ShardedTokenWriter::kMaxShardTokens,
+      ", got ", o.shard_tokens);
+  const int64_t threads = parse_int("--threads", args.get("--threads", "0"));
+  MEMENTO_EXPECT(threads >= 0 && threads <= 4096, DataError,
+                 "--threads: expected a count from 1 to 4096 (0: all cores), got ", threads);
+  o.threads = static_cast<int>(threads);
+  o.append_eos = args.append_eos;
+  std::printf("tokenizer: %s\n", tok->describe().c_str());
+  if (!memento::document_start_id(*tok))
+    std::printf("warning: the tokenizer has no BOS or EOS token: documents follow one another "
+                "with nothing between them\n");
+  std::fflush(stdout);
 
-  const auto t0 = Clock::now();
-  std::vector<std::vector<int32_t>> encoded;
-  encoded.reserve(corpus.documents.size());
-  {
-    ProgressBar bar("tokenize", n_docs);
-    for (const std::string& doc : corpus.documents) {
-      std::vector<int32_t> ids = {tok.eot()};
-      const std::vector<int32_t> body = tok.encode(doc);
-      ids.insert(ids.end(), body.begin(), body.end());
-      encoded.push_back(std::move(ids));
-      bar.update(static_cast<int64_t>(encoded.size()));
-    }
+  const memento::TokenizeReport r = memento::tokenize_corpus(o, *tok);
+  constexpr double kMB = 1e6;
+  for (const auto& [name, split] : {std::pair{"train", &r.train}, std::pair{"val", &r.val}}) {
+    if (split->documents == 0) continue;
+    std::printf("%s: %lld documents, %lld tokens -> %s\n", name,
+                static_cast<long long>(split->documents), static_cast<long long>(split->tokens),
+                memento::describe_files(split->files).c_str());
   }
-  const double encode_s = seconds_since(t0);
-  ensure_parent_dir(prefix);
-  int64_t total = 0;
-  auto write_split = [&](const std::string& name, int64_t first, int64_t last) {
-    if (first == last) return;
-    const std::vector<std::vector<int32_t>> docs(encoded.begin() + first, encoded.begin() + last);
-    int64_t tokens = 0;
-    for (const auto& d : docs) tokens += static_cast<int64_t>(d.size());
-    total += tokens;
-    const std::string path = prefix + "_" + name;
-    if (format == "megatron") {
-      memento::write_megatron_dataset(path, docs);
-    } else {
-      std::vector<uint16_t> flat;
-      flat.reserve(static_cast<size_t>(tokens));
-      for (const auto& d : docs)
-        for (int32_t t : d) flat.push_back(static_cast<uint16_t>(t));
-      memento::write_llmc_shard(path + ".bin", flat);
-    }
-    std::printf("%s: %lld documents, %lld tokens -> %s%s\n", name.c_str(),
-                static_cast<long long>(last - first), static_cast<long long>(tokens), path.c_str(),
-                format == "megatron" ? ".{idx,bin}" : ".bin");
-  };
-  write_split("train", 0, n_docs - n_val);
-  write_split("val", n_docs - n_val, n_docs);
-  std::printf("encoded %lld bytes into %lld tokens (%.2f bytes/token, vocab %d) in %.2fs\n",
-              static_cast<long long>(corpus.bytes), static_cast<long long>(total),
-              static_cast<double>(corpus.bytes) / static_cast<double>(total), tok.vocab_size(),
-              encode_s);
+  if (r.removed_stale_files > 0)
+    std::printf("removed %lld shard files of an earlier run\n",
+                static_cast<long long>(r.removed_stale_files));
+  const int64_t docs = r.train.documents + r.val.documents;
+  const int64_t tokens = r.train.tokens + r.val.tokens;
+  const double s = std::max(r.seconds, 1e-9);
+  std::printf(
+      "tokenized %lld documents (%.2f MB) into %lld tokens (%.2f bytes/token) in %.2f s: "
+      "%.2f MB/s, %.0f tokens/s on %d threads\n",
+      static_cast<long long>(docs), r.input_bytes / kMB, static_cast<long long>(tokens),
+      static_cast<double>(r.input_bytes) / static_cast<double>(std::max<int64_t>(tokens, 1)),
+      r.seconds, r.input_bytes / kMB / s, static_cast<double>(tokens) / s, r.threads);
+  return 0;
+}
+
+int tokenizer_info(const Args& args) {
+  MEMENTO_EXPECT(args.inputs.size() == 1, DataError, "tokenizer-info needs exactly one FILE");
+  const std::unique_ptr<memento::Tokenizer> tok = memento::load_tokenizer(args.inputs[0]);
+  std::printf("%s\n", tok->describe().c_str());
+  if (args.has("--text")) {
+    const std::vector<int32_t> ids = tok->encode(args.get("--text"));
+    std::printf("%zu ids:", ids.size());
+    for (int32_t id : ids) std::printf(" %d", id);
+    std::printf("\ndecoded: %s\n", tok->decode(ids).c_str());
+  }
   return 0;
 }
 
@@ -389,12 +352,14 @@ int main(int argc, char** argv) {
     }
   }
   try {
+    if (std::string_view(argv[1]) == "export-hf")
+      return memento::run_export_hf(std::vector<std::string>(argv + 2, argv + argc));
     const Args args = parse_args(argc, argv);
     if (args.command == "train-tokenizer") return train_tokenizer(args);
     if (args.command == "tokenize") return tokenize(args);
+    if (args.command == "tokenizer-info") return tokenizer_info(args);
     if (args.command == "info") return info(args);
-    throw DataError(memento::detail::concat("unknown command \"", args.command,
-                                            "\" (expected train-tokenizer, tokenize or info)"));
+    throw DataError(memento::detail::concat("unknown command \"", args.command, "\" (see --help)"));
   } catch (const std::exception& e) {
     std::fflush(stdout);
     std::fprintf(stderr, "trainer-data: error: %s\n", e.what());

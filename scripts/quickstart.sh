@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash scripts/install_deps.sh
+bash scripts/install_deps.sh train
 echo "== building (Release)"
 BUILD_DIR=build TARGETS="trainer trainer-data" bash scripts/build.sh >/dev/null
 bin=build/bin
@@ -18,7 +18,9 @@ if [ ! -f data/fortunes.bpe ]; then
   echo "== training a byte-level BPE tokenizer on $corpus"
   "$bin/trainer-data" train-tokenizer --vocab-size 2048 --doc-separator % --out data/fortunes.bpe "$corpus"
 fi
-if [ ! -f data/fortunes_train.bin ] || [ ! -f data/fortunes_val.bin ]; then
+# Shards data/fortunes_{train,val}_000000.bin, ...; configs/tiny.yaml's data/fortunes_train.bin
+# names them (a .bin path that is not a file stands for its shards).
+if [ ! -f data/fortunes_train_000000.bin ] || [ ! -f data/fortunes_val_000000.bin ]; then
   echo "== tokenizing $corpus"
   "$bin/trainer-data" tokenize --tokenizer data/fortunes.bpe --doc-separator % \
     --val-fraction 0.05 --out data/fortunes "$corpus"

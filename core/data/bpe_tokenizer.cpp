@@ -2,11 +2,11 @@
 
 #include <fstream>
 #include <limits>
-#include <mutex>
 #include <queue>
 #include <sstream>
 #include <unordered_map>
 
+#include "core/data/chunk_cache.h"
 #include "core/data/mapped_file.h"
 #include "core/error.h"
 
@@ -16,8 +16,6 @@ namespace {
 constexpr int kFirstMerge = BpeTokenizer::kEot + 1;
 // Long runs (a line of dashes, a huge number) are cut so per-chunk BPE stays cheap.
 constexpr size_t kMaxChunkBytes = 128;
-// The chunk cache is dropped when it grows past this many entries.
-constexpr size_t kMaxCachedChunks = size_t{1} << 20;
 constexpr int kProgressEvery = 64;
 constexpr std::string_view kFileMagic = "memento-bpe";
 
@@ -68,18 +66,11 @@ struct HeapEntry {
   }
 };
 
-// Lets the chunk cache be searched with a string_view, without building a std::string.
-struct StringHash {
-  using is_transparent = void;
-  size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
-};
-
 }  // namespace
 
 struct BpeTokenizer::Cache {
   std::unordered_map<uint64_t, int32_t> rank;  // pair -> merge index
-  std::mutex mutex;
-  std::unordered_map<std::string, std::vector<int32_t>, StringHash, std::equal_to<>> chunks;
+  ChunkCache chunks;
 };
 
 BpeTokenizer::BpeTokenizer() : cache_(std::make_unique<Cache>()) {
@@ -239,13 +230,7 @@ std::vector<int32_t> BpeTokenizer::encode(std::string_view text) const {
       for (char ch : chunk) ids.push_back(static_cast<uint8_t>(ch));
       continue;
     }
-    std::lock_guard<std::mutex> lock(cache_->mutex);
-    auto it = cache_->chunks.find(chunk);
-    if (it == cache_->chunks.end()) {
-      if (cache_->chunks.size() >= kMaxCachedChunks) cache_->chunks.clear();
-      it = cache_->chunks.emplace(std::string(chunk), encode_chunk(chunk)).first;
-    }
-    ids.insert(ids.end(), it->second.begin(), it->second.end());
+    cache_->chunks.append(chunk, ids, [this](std::string_view c) { return encode_chunk(c); });
   }
   return ids;
 }
@@ -260,16 +245,25 @@ std::string BpeTokenizer::decode(const std::vector<int32_t>& ids) const {
   return text;
 }
 
-void BpeTokenizer::save(const std::string& path) const {
+std::string BpeTokenizer::serialize() const {
   std::ostringstream os;
   os << kFileMagic << " 1 merges " << merges_.size() << "\n";
   for (const auto& [a, b] : merges_) os << a << ' ' << b << '\n';
-  write_file_atomically(path, os.str());
+  return os.str();
 }
 
+void BpeTokenizer::save(const std::string& path) const { write_file_atomically(path, serialize()); }
+
 BpeTokenizer BpeTokenizer::load(const std::string& path) {
-  std::ifstream in(path);
-  MEMENTO_EXPECT(in.good(), DataError, path, ": cannot open tokenizer file");
+  std::ifstream file(path, std::ios::binary);
+  MEMENTO_EXPECT(file.good(), DataError, path, ": cannot open tokenizer file");
+  std::ostringstream text;
+  text << file.rdbuf();
+  return parse(text.str(), path);
+}
+
+BpeTokenizer BpeTokenizer::parse(std::string_view text, const std::string& path) {
+  std::istringstream in{std::string(text)};
   std::string line;
   int line_no = 1;
   std::string magic, merges_word, extra;

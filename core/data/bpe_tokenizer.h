@@ -36,6 +36,10 @@ class BpeTokenizer {
   static BpeTokenizer bytes();
   // Reads the text format above; throws DataError naming the file and line on a bad file.
   static BpeTokenizer load(const std::string& path);
+  // Parses the text format from memory; errors name `source` (a path or "checkpoint ...").
+  static BpeTokenizer parse(std::string_view text, const std::string& source);
+  // The text format above (what save() writes).
+  std::string serialize() const;
   // Writes the text format above atomically; throws DataError on I/O failure.
   void save(const std::string& path) const;
 

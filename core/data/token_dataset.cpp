@@ -14,19 +14,18 @@
 namespace memento {
 namespace {
 
-constexpr int32_t kLlmcMagic = 20240520;
-constexpr int64_t kLlmcHeaderInts = 256;
-constexpr int64_t kLlmcHeaderBytes = kLlmcHeaderInts * 4;
+using token_format::kLlmcHeaderBytes;
+using token_format::kLlmcMagic;
+using token_format::kMegatronInt32;
+using token_format::kMegatronMagic;
+using token_format::kMegatronUint16;
 constexpr int64_t kLlmcCountOffset = 8;
 
-constexpr std::array<char, 9> kMegatronMagic = {'M', 'M', 'I', 'D', 'I', 'D', 'X', '\0', '\0'};
 constexpr int64_t kMegatronVersionOffset = 9;
 constexpr int64_t kMegatronDtypeOffset = 17;
 constexpr int64_t kMegatronSequencesOffset = 18;
 constexpr int64_t kMegatronDocumentsOffset = 26;
 constexpr int64_t kMegatronHeaderBytes = 34;
-constexpr uint8_t kMegatronInt32 = 4;
-constexpr uint8_t kMegatronUint16 = 8;
 // Guards the size arithmetic below against absurd counts in a corrupt header.
 constexpr uint64_t kMaxCount = uint64_t{1} << 40;
 
@@ -53,19 +52,39 @@ bool has_glob_chars(const std::string& path) {
   return path.find_first_of("*?[") != std::string::npos;
 }
 
-std::vector<std::string> expand_glob(const std::string& pattern) {
-  if (!has_glob_chars(pattern)) {
-    MEMENTO_EXPECT(std::filesystem::exists(pattern), DataError, pattern,
-                   ": no such file (expected an llm.c token shard, a glob of shards or a "
-                   "Megatron prefix with .idx and .bin)");
-    return {pattern};
-  }
+std::vector<std::string> glob_paths(const std::string& pattern) {
   glob_t g{};
   const int rc = ::glob(pattern.c_str(), 0, nullptr, &g);  // sorted by glob(3)
   std::vector<std::string> paths;
   if (rc == 0)
     for (size_t i = 0; i < g.gl_pathc; ++i) paths.emplace_back(g.gl_pathv[i]);
   ::globfree(&g);
+  return paths;
+}
+
+// The pattern that matches PREFIX_000000.ext, PREFIX_000001.ext, ... (trainer-data's shards).
+std::string shard_pattern(const std::string& prefix, const char* ext) {
+  std::string escaped;
+  for (char c : prefix) {
+    if (c == '*' || c == '?' || c == '[' || c == '\\') escaped += '\\';
+    escaped += c;
+  }
+  return escaped + "_[0-9][0-9][0-9][0-9][0-9][0-9]" + ext;
+}
+
+std::vector<std::string> expand_glob(const std::string& pattern) {
+  if (!has_glob_chars(pattern)) {
+    if (std::filesystem::exists(pattern)) return {pattern};
+    // P or P.bin that is not a file stands for trainer-data's shards P_000000.bin, ...
+    const std::string prefix =
+        pattern.ends_with(".bin") ? pattern.substr(0, pattern.size() - 4) : pattern;
+    std::vector<std::string> shards = glob_paths(shard_pattern(prefix, ".bin"));
+    MEMENTO_EXPECT(!shards.empty(), DataError, pattern,
+                   ": no such file (expected an llm.c token shard, a glob of shards, a prefix "
+                   "with shards PREFIX_000000.bin, ... or a Megatron prefix with .idx and .bin)");
+    return shards;
+  }
+  std::vector<std::string> paths = glob_paths(pattern);
   MEMENTO_EXPECT(!paths.empty(), DataError, pattern, ": no files match the glob");
   return paths;
 }
@@ -78,18 +97,51 @@ std::string megatron_prefix(const std::string& path) {
   return path;
 }
 
+// The Megatron prefixes a path stands for, in order; empty when it names no Megatron data.
+// A prefix P with P.idx is itself; without, its shards P_000000, P_000001, ...; a glob gives
+// the prefixes of its matches, which must all have a .idx or none.
+std::vector<std::string> megatron_prefixes(const std::string& path) {
+  namespace fs = std::filesystem;
+  if (!has_glob_chars(path)) {
+    const std::string prefix = megatron_prefix(path);
+    if (fs::exists(prefix + ".idx")) return {prefix};
+    std::vector<std::string> shards = glob_paths(shard_pattern(prefix, ".idx"));
+    for (std::string& s : shards) s = megatron_prefix(s);
+    return shards;
+  }
+  std::vector<std::string> prefixes;
+  for (const std::string& match : glob_paths(path)) {
+    std::string p = megatron_prefix(match);
+    if (std::find(prefixes.begin(), prefixes.end(), p) == prefixes.end())
+      prefixes.push_back(std::move(p));
+  }
+  std::sort(prefixes.begin(), prefixes.end());
+  const auto with_idx = std::count_if(prefixes.begin(), prefixes.end(),
+                                      [](const std::string& p) { return fs::exists(p + ".idx"); });
+  if (with_idx == 0) return {};
+  for (const std::string& p : prefixes) {
+    MEMENTO_EXPECT(fs::exists(p + ".idx"), DataError, path,
+                   ": the glob matches Megatron datasets (with .idx) and also ", p,
+                   ", which has no ", p, ".idx");
+  }
+  return prefixes;
+}
+
 }  // namespace
 
 TokenDataset::TokenDataset(const std::string& path, std::string_view format) : path_(path) {
-  if (format == "auto") {
-    const bool is_megatron =
-        !has_glob_chars(path) && std::filesystem::exists(megatron_prefix(path) + ".idx");
-    format = is_megatron ? "megatron" : "llmc";
-  }
+  std::vector<std::string> prefixes;
+  if (format == "auto" || format == "megatron") prefixes = megatron_prefixes(path);
+  if (format == "auto") format = prefixes.empty() ? "llmc" : "megatron";
   if (format == "llmc") {
     open_llmc(path);
   } else if (format == "megatron") {
-    open_megatron(megatron_prefix(path));
+    MEMENTO_EXPECT(!prefixes.empty() || !has_glob_chars(path), DataError, path,
+                   ": no Megatron dataset (PREFIX.idx) matches the glob");
+    // A single missing prefix gets open_megatron's message naming both files.
+    if (prefixes.empty()) prefixes.push_back(megatron_prefix(path));
+    format_ = TokenFormat::kMegatron;
+    for (const std::string& prefix : prefixes) open_megatron(prefix);
   } else {
     throw DataError(detail::concat(path, ": unknown dataset format \"", format,
                                    "\", expected auto, llmc or megatron"));
@@ -145,7 +197,6 @@ void TokenDataset::open_llmc(const std::string& pattern) {
 }
 
 void TokenDataset::open_megatron(const std::string& prefix) {
-  format_ = TokenFormat::kMegatron;
   const std::string idx_path = prefix + ".idx";
   const std::string bin_path = prefix + ".bin";
   for (const std::string& p : {idx_path, bin_path}) {
@@ -179,8 +230,9 @@ void TokenDataset::open_megatron(const std::string& prefix) {
                  ": truncated: header at offset ", kMegatronSequencesOffset, " says ", nseq,
                  " sequences and ", ndoc, " documents (", need, " bytes from offset ",
                  kMegatronHeaderBytes, "), file has ", idx.size(), " bytes");
-  megatron_sequences_ = n;
-  megatron_documents_ = static_cast<int64_t>(ndoc);
+  megatron_sequences_ += n;
+  megatron_documents_ += static_cast<int64_t>(ndoc);
+  ++megatron_shards_;
 
   files_.emplace_back(bin_path);
   const int64_t bin_size = files_.back().size();
@@ -195,7 +247,7 @@ void TokenDataset::open_megatron(const std::string& prefix) {
     MEMENTO_EXPECT(ptr + len * elem <= bin_size, DataError, bin_path, ": truncated: sequence ", i,
                    " needs bytes [", ptr, ", ", ptr + len * elem, ") per ", idx_path, " offset ",
                    pointers_at + 8 * i, ", file has ", bin_size, " bytes");
-    add_segment(0, ptr, len, type);
+    add_segment(num_files() - 1, ptr, len, type);
   }
 }
 
@@ -239,9 +291,10 @@ std::string TokenDataset::describe() const {
     os << "llm.c shards " << path_ << ": " << files_.size() << " file"
        << (files_.size() == 1 ? "" : "s") << ", " << size_ << " tokens (" << dtype << ")";
   } else {
-    os << "Megatron dataset " << megatron_prefix(path_) << ": " << megatron_sequences_
-       << " sequences, " << megatron_documents_ << " document-index entries, " << size_
-       << " tokens (" << dtype << ")";
+    os << "Megatron dataset " << megatron_prefix(path_) << ": ";
+    if (megatron_shards_ > 1) os << megatron_shards_ << " shards, ";
+    os << megatron_sequences_ << " sequences, " << megatron_documents_
+       << " document-index entries, " << size_ << " tokens (" << dtype << ")";
   }
   return os.str();
 }

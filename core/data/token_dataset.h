@@ -3,11 +3,14 @@
 // Formats:
 //   llm.c shards: a 256 x int32 header (magic 20240520, version, token count) then the tokens,
 //     uint16 for version 1 (GPT-2 style) and uint32 for version 2 (LLaMA-3 style). A path may
-//     be one file or a glob ("data/fortunes_train_*.bin"); shards concatenate in sorted order.
+//     be one file, a glob ("data/fortunes_train_*.bin") or a prefix P (or P.bin that is not a
+//     file) whose shards are P_000000.bin, P_000001.bin, ...; shards concatenate in sorted order.
 //   Megatron-LM indexed dataset: prefix P with P.idx (magic "MMIDIDX\0\0", uint64 version 1,
 //     uint8 dtype code, uint64 sequence count, uint64 document-index count, int32 sizes[],
 //     int64 byte pointers[], int64 doc_idx[]) and P.bin. All sequences concatenate in index
-//     order; token dtypes uint16 (code 8) and int32 (code 4) are supported.
+//     order; token dtypes uint16 (code 8) and int32 (code 4) are supported. A path may also be
+//     a prefix P with shards P_000000.{idx,bin}, ... or a glob of prefixes or of their files
+//     ("data/x_train_*"); shards concatenate in sorted order.
 #pragma once
 
 #include <cstdint>
@@ -21,11 +24,20 @@ namespace memento {
 
 enum class TokenFormat { kLlmc, kMegatron };
 
+// On-disk constants of the two formats, shared by the reader and the writers.
+namespace token_format {
+inline constexpr int32_t kLlmcMagic = 20240520;
+inline constexpr int64_t kLlmcHeaderBytes = 256 * 4;
+inline constexpr std::string_view kMegatronMagic{"MMIDIDX\0\0", 9};
+inline constexpr uint8_t kMegatronInt32 = 4;
+inline constexpr uint8_t kMegatronUint16 = 8;
+}  // namespace token_format
+
 class TokenDataset {
  public:
-  // Opens `path` as format "auto" | "llmc" | "megatron". Auto picks Megatron when a .idx file
-  // exists for the prefix (path, or path without .bin/.idx), else llm.c. Throws DataError
-  // naming the file, the byte offset and what was expected on any malformed input.
+  // Opens `path` as format "auto" | "llmc" | "megatron". Auto picks Megatron when the path
+  // names Megatron data (a .idx for the prefix, its shards or every glob match), else llm.c.
+  // Throws DataError naming the file, the byte offset and what was expected on bad input.
   explicit TokenDataset(const std::string& path, std::string_view format = "auto");
   TokenDataset(TokenDataset&&) noexcept = default;
   TokenDataset& operator=(TokenDataset&&) noexcept = default;
@@ -71,6 +83,7 @@ class TokenDataset {
   int64_t size_ = 0;
   int64_t megatron_sequences_ = 0;
   int64_t megatron_documents_ = 0;
+  int megatron_shards_ = 0;
 };
 
 // Writes one llm.c shard (version 1, uint16 tokens) atomically (path.tmp, fsync, rename).

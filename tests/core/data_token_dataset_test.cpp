@@ -9,6 +9,7 @@
 
 #include "core/data/token_dataset.h"
 #include "core/error.h"
+#include "testing/expect_error.h"
 
 namespace memento {
 namespace {
@@ -52,13 +53,7 @@ void patch(const std::string& path, int64_t offset, const void* bytes, size_t n)
 
 template <typename F>
 std::string data_error_of(F&& f) {
-  try {
-    f();
-  } catch (const DataError& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected a DataError";
-  return "";
+  return testing::error_message_of<DataError>(std::forward<F>(f));
 }
 
 TEST_F(TokenDatasetTest, LlmcRoundTrip) {

@@ -45,6 +45,13 @@ inline void write_byte_tokens(const std::string& path, const std::string& text) 
   write_llmc_shard(path, tokens);
 }
 
+// dir/train.bin and dir/val.bin: 18,000 and 2,000 bytes of fortunes as byte tokens.
+inline void write_fortunes_corpus(const std::string& dir) {
+  const std::string text = fortunes_text(20000);
+  write_byte_tokens(dir + "/train.bin", text.substr(0, 18000));
+  write_byte_tokens(dir + "/val.bin", text.substr(18000));
+}
+
 inline std::string trainer_binary() { return std::string(MEMENTO_BINARY_DIR) + "/bin/trainer"; }
 
 // Runs a shell command; returns its exit code and its stdout (add 2>&1 to capture stderr).

@@ -19,6 +19,18 @@ void expect_error_naming(F&& f, const std::string& needle) {
   }
 }
 
+// The message of the ErrorType that f() throws; a test failure (and "") when it throws none.
+template <typename ErrorType, typename F>
+std::string error_message_of(F&& f) {
+  try {
+    f();
+  } catch (const ErrorType& e) {
+    return e.what();
+  }
+  ADD_FAILURE() << "expected an error";
+  return "";
+}
+
 template <typename F>
 void expect_shape_error(F&& f, const std::string& needle) {
   expect_error_naming<ShapeError>(std::forward<F>(f), needle);

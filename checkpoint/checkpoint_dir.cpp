@@ -172,4 +172,27 @@ void remove_directory_safely(const std::string& dir) {
   MEMENTO_EXPECT(!error, CheckpointError, "cannot remove ", hidden, ": ", error.message());
 }
 
+std::vector<std::string> remove_stale_temporaries(const std::string& root) {
+  std::vector<std::string> removed;
+  std::error_code error;
+  for (const auto& item : fs::directory_iterator(root, error)) {
+    const std::string name = item.path().filename().string();
+    const std::string_view n = name;
+    const bool step_temporary = n.starts_with(".") && n.substr(1).starts_with(kStepPrefix) &&
+                                (n.find(".tmp") != n.npos || n.find(".deleting.") != n.npos ||
+                                 n.find(".old.") != n.npos);
+    const bool latest_temporary =
+        n.starts_with(".") && n.substr(1).starts_with(kLatestFileName) &&
+        n.substr(1 + kLatestFileName.size()).starts_with(".tmp.");
+    const bool ours = step_temporary || latest_temporary;
+    if (ours) removed.push_back(item.path().string());
+  }
+  for (const std::string& path : removed) {
+    fs::remove_all(path, error);
+    MEMENTO_EXPECT(!error, CheckpointError, "cannot remove the stale ", path, ": ",
+                   error.message());
+  }
+  return removed;
+}
+
 }  // namespace memento::checkpoint

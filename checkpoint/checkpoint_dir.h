@@ -11,6 +11,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace memento::checkpoint {
 
@@ -44,5 +45,10 @@ std::optional<std::string> read_latest_pointer(const std::string& root);
 // Removes a directory tree so that a crash midway never leaves a partial step_* directory behind:
 // it is first renamed to a hidden name, then deleted.
 void remove_directory_safely(const std::string& dir);
+
+// Removes the hidden temporaries that an interrupted save, publish or removal leaves in `root`
+// (.step_*.tmp directories, .latest.tmp.<pid> files, .step_*.deleting.<pid> and .old.<pid>
+// copies); returns their paths. Only the one process that saves into `root` may call it.
+std::vector<std::string> remove_stale_temporaries(const std::string& root);
 
 }  // namespace memento::checkpoint

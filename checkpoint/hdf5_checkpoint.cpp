@@ -125,15 +125,15 @@ void write_rank_file(const StateRegistry& registry, const std::string& path, int
 // ---------------------------------------------------------------------------------------------
 // The steps of a save (docs/checkpoint-format.md, "Publish protocol")
 
-// Rank 0, before the others write: a fresh tmp directory, replacing one a crashed save left.
+// Rank 0, before the others write: a fresh tmp directory. Whatever a killed save or prune left
+// (its tmp directory, a .latest.tmp.<pid> file, a directory half deleted) goes first: no reader
+// looks at them, and they would pile up over restarts.
 void create_tmp_dir(const std::string& root, const std::string& tmp_dir) {
   std::error_code error;
   fs::create_directories(root, error);
   MEMENTO_EXPECT(!error, CheckpointError, "cannot create checkpoint root ", root, ": ",
                  error.message());
-  fs::remove_all(tmp_dir, error);
-  MEMENTO_EXPECT(!error, CheckpointError, "cannot remove the stale ", tmp_dir, ": ",
-                 error.message());
+  remove_stale_temporaries(root);
   fs::create_directory(tmp_dir, error);
   MEMENTO_EXPECT(!error, CheckpointError, "cannot create ", tmp_dir, ": ", error.message());
   reach("tmp_dir_created");
@@ -181,14 +181,21 @@ void publish(const std::string& root, const std::string& tmp_dir, const std::str
   reach("latest_published");
 }
 
-// Complete step directories of `root`, newest first.
-std::vector<std::pair<int64_t, std::string>> complete_checkpoints(const std::string& root) {
+// Complete step directories of `root`, newest first. With `skipped`, every step_* directory that
+// is not complete is added to it with the reason.
+std::vector<std::pair<int64_t, std::string>> complete_checkpoints(
+    const std::string& root, std::vector<std::pair<int64_t, SkippedCheckpoint>>* skipped = nullptr) {
   std::vector<std::pair<int64_t, std::string>> found;
   std::error_code error;
   for (const auto& item : fs::directory_iterator(root, error)) {
     const std::string name = item.path().filename().string();
     const auto step = parse_step_dir_name(name);
-    if (step && is_complete_checkpoint(item.path().string())) found.emplace_back(*step, name);
+    if (!step) continue;
+    if (const auto problem = checkpoint_problem(item.path().string())) {
+      if (skipped != nullptr) skipped->push_back({*step, {item.path().string(), *problem}});
+    } else {
+      found.emplace_back(*step, name);
+    }
   }
   std::sort(found.begin(), found.end(), std::greater<>());
   return found;
@@ -240,41 +247,83 @@ void save_checkpoint(const StateRegistry& registry, const std::string& root, int
   if (failure) std::rethrow_exception(failure);
 }
 
-bool is_complete_checkpoint(const std::string& dir) {
+std::optional<std::string> checkpoint_problem(const std::string& dir) {
   const std::string normal = checkpoint_dir_of(dir);
   const auto step = parse_step_dir_name(fs::path(normal).filename().string());
-  if (!step) return false;
+  if (!step) return "not a step_<N> directory name";
   std::error_code error;
-  if (!fs::is_directory(normal, error)) return false;
+  if (!fs::is_directory(normal, error)) return "not a directory";
   const auto lock = h5::lock();
   try {
     // Another format version still counts as complete: loading it then says why it is refused,
     // rather than resuming from an older checkpoint or from scratch without a word.
     int64_t world = 1;
     for (int r = 0; r < world; ++r) {
-      const std::string path = join_path(normal, rank_file_name(r));
+      const std::string name = rank_file_name(r);
+      const std::string path = join_path(normal, name);
+      if (!fs::exists(path, error)) {
+        return r == 0 ? name + " is missing"
+                      : memento::detail::concat(name, " is missing (", rank_file_name(0), " says ",
+                                       world, " ranks saved)");
+      }
       const H5File file = h5::open_hdf5_file(path);
       const std::string where = path + ": root";
-      if (h5::read_attr_i64(file.get(), "step", where) != *step) return false;
-      if (h5::read_attr_i64(file.get(), "rank", where) != r) return false;
+      const int64_t file_step = h5::read_attr_i64(file.get(), "step", where);
+      if (file_step != *step) return memento::detail::concat(name, " is of step ", file_step);
+      const int64_t file_rank = h5::read_attr_i64(file.get(), "rank", where);
+      if (file_rank != r) return memento::detail::concat(name, " says it is rank ", file_rank);
       const int64_t file_world = h5::read_attr_i64(file.get(), "world", where);
       if (r == 0) world = file_world;
-      if (world < 1 || file_world != world) return false;
+      if (world < 1) return memento::detail::concat(name, " says ", world, " ranks saved");
+      if (file_world != world) {
+        return memento::detail::concat(name, " says ", file_world, " ranks saved, ",
+                              rank_file_name(0), " says ", world);
+      }
     }
-  } catch (const CheckpointError&) {
-    return false;
+  } catch (const CheckpointError& e) {
+    return e.what();
   }
-  return true;
+  return std::nullopt;
+}
+
+bool is_complete_checkpoint(const std::string& dir) { return !checkpoint_problem(dir); }
+
+CheckpointSearch search_checkpoints(const std::string& root) {
+  CheckpointSearch search;
+  std::error_code error;
+  for (const auto& item : fs::directory_iterator(root, error)) {
+    const std::string name = item.path().filename().string();
+    if (name.starts_with(".step_") && name.find(".tmp") != std::string::npos)
+      search.unfinished.push_back(item.path().string());
+  }
+  std::sort(search.unfinished.begin(), search.unfinished.end());
+  if (const auto latest = read_latest_pointer(root)) {
+    const std::string dir = join_path(root, *latest);
+    const auto problem = checkpoint_problem(dir);
+    if (!problem) {
+      search.found = dir;
+      return search;
+    }
+    search.skipped.push_back({dir, memento::detail::concat("named by ", join_path(root, kLatestFileName),
+                                                  " but not usable: ", *problem)});
+  }
+  std::vector<std::pair<int64_t, SkippedCheckpoint>> skipped;
+  const auto found = complete_checkpoints(root, &skipped);
+  if (!found.empty()) search.found = join_path(root, found.front().second);
+  // Report the incomplete directories that are newer than the one resumed from (or all of them,
+  // when none is complete): the work they held is what the resume loses.
+  const int64_t found_step = found.empty() ? -1 : found.front().first;
+  std::sort(skipped.begin(), skipped.end(),
+            [](const auto& a, const auto& b) { return a.first > b.first; });
+  for (auto& [step, s] : skipped) {
+    const bool already = !search.skipped.empty() && search.skipped.front().dir == s.dir;
+    if (step > found_step && !already) search.skipped.push_back(std::move(s));
+  }
+  return search;
 }
 
 std::optional<std::string> find_latest(const std::string& root) {
-  if (const auto latest = read_latest_pointer(root)) {
-    const std::string dir = join_path(root, *latest);
-    if (is_complete_checkpoint(dir)) return dir;
-  }
-  const auto found = complete_checkpoints(root);
-  if (found.empty()) return std::nullopt;
-  return join_path(root, found.front().second);
+  return search_checkpoints(root).found;
 }
 
 CheckpointInfo read_checkpoint_info(const std::string& checkpoint_dir, int rank) {

@@ -17,6 +17,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "checkpoint/state_registry.h"
 
@@ -58,9 +59,26 @@ void load_checkpoint(const StateRegistry& registry, const std::string& checkpoin
 // there is none (or no root). Temporary directories are never returned.
 std::optional<std::string> find_latest(const std::string& root);
 
+// A step directory that find_latest passed over, and why (the rank file and what was wrong).
+struct SkippedCheckpoint {
+  std::string dir;
+  std::string reason;
+};
+// What find_latest sees, for a resume that must say what it skips: the directory it returns, the
+// step_* directories newer than that one which are not complete (all of them when none is),
+// newest first, and the hidden temporaries of saves that never published.
+struct CheckpointSearch {
+  std::optional<std::string> found;
+  std::vector<SkippedCheckpoint> skipped;
+  std::vector<std::string> unfinished;
+};
+CheckpointSearch search_checkpoints(const std::string& root);
+
 // True when `dir` is a published checkpoint: its name is step_<N>, and for every rank r below the
 // world that rank_00000.h5 names, rank_<r>.h5 opens and names step N, rank r and that world.
 bool is_complete_checkpoint(const std::string& dir);
+// Why `dir` is not a published checkpoint, naming the rank file at fault; nullopt when it is.
+std::optional<std::string> checkpoint_problem(const std::string& dir);
 
 // The string entry `name` (e.g. "meta/config") of a checkpoint, checksum verified, without a
 // registry: for checking the stored config before building the model.

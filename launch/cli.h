@@ -1,6 +1,8 @@
 // The trainer's command line:
-//   trainer --config FILE [--set key.path=value]... [--resume] [--dry-run]
+//   trainer --config FILE [--set key.path=value]... [--resume[=auto-fallback]] [--dry-run]
 //   trainer sample --checkpoint DIR --prompt TEXT [--tokens N] [--temperature X] [--top-k K] [--seed S]
+//   trainer --version | --help | sample --help
+// Every option that takes a value accepts it as the next argument or after '=' (--config=FILE).
 #pragma once
 
 #include <cstdint>
@@ -13,6 +15,7 @@ struct TrainArgs {
   std::string config;
   std::vector<std::string> overrides;  // "key.path=value"
   bool resume = false;                 // continue from the latest complete checkpoint
+  bool resume_fallback = false;        // --resume=auto-fallback: step 0 when none verifies
   bool dry_run = false;                // print the memory plan and exit without allocating
 };
 
@@ -27,7 +30,7 @@ struct SampleArgs {
 };
 
 struct CommandLine {
-  enum class Command { kTrain, kSample, kHelp } command = Command::kTrain;
+  enum class Command { kTrain, kSample, kHelp, kSampleHelp, kVersion } command = Command::kTrain;
   TrainArgs train;
   SampleArgs sample;
 };
@@ -35,5 +38,6 @@ struct CommandLine {
 // Throws ConfigError naming the bad argument.
 CommandLine parse_command_line(int argc, char** argv);
 std::string usage();
+std::string sample_usage();  // `trainer sample --help`
 
 }  // namespace memento

@@ -3,6 +3,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <cctype>
 #include <charconv>
 #include <cmath>
 #include <fstream>
@@ -84,6 +85,7 @@ void visit_config(C& c, V& v) {
     v.field("every", c.checkpoint.every);
     v.field("keep", c.checkpoint.keep);
     v.field("at_end", c.checkpoint.at_end);
+    v.field("init_from_hf", c.checkpoint.init_from_hf);
   });
   v.section("memory", [&] {
     v.field("activation_policy", c.memory.activation_policy);
@@ -547,15 +549,45 @@ void apply_override(YAML::Node root, const std::string& arg, Source& source) {
 }
 
 // Config::validate() messages start with "config: <key path>"; name the file, line or --set.
+// A check across keys ("optim.warmup_steps = 30 exceeds train.steps = 1") names where each key
+// came from, and leads with a --set among them: that is the edit the user just made.
 [[noreturn]] void rethrow_located(const ConfigError& error, const YAML::Node& root,
                                   const Source& source) {
   static const std::string kPrefix = "config: ";
   const std::string message = error.what();
   if (message.rfind(kPrefix, 0) != 0) throw error;
   const std::string rest = message.substr(kPrefix.size());
-  const std::string path = rest.substr(0, rest.find_first_of(" :=["));
-  const std::optional<YAML::Node> node = find_path(root, path);
-  throw ConfigError(source.where(path, node ? &*node : nullptr) + ": " + rest);
+  const auto where = [&](const std::string& path) {
+    const std::optional<YAML::Node> node = find_path(root, path);
+    return source.where(path, node ? &*node : nullptr);
+  };
+  const auto set_by_flag = [&](const std::string& path) {
+    return where(path).find("(--set ") != std::string::npos;
+  };
+  std::vector<std::string> paths{rest.substr(0, rest.find_first_of(" :=["))};
+  for (const std::string& key : known_keys().ordered) {
+    if (!known_keys().is_leaf.at(key) || key == paths.front()) continue;
+    // A whole word of the message: not a prefix of a longer key, not part of another word.
+    for (size_t at = rest.find(key); at != std::string::npos; at = rest.find(key, at + 1)) {
+      const size_t end = at + key.size();
+      const auto word = [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.'; };
+      if ((at == 0 || !word(rest[at - 1])) && (end == rest.size() || !word(rest[end]))) {
+        paths.push_back(key);
+        break;
+      }
+    }
+  }
+  const auto lead = std::find_if(paths.begin(), paths.end(), set_by_flag);
+  const std::string first = lead != paths.end() ? *lead : paths.front();
+  // Only a --set makes the other keys' origins worth a word; a default has none to name.
+  std::string others;
+  const bool any_set = lead != paths.end();
+  for (const std::string& path : paths) {
+    if (!any_set || path == first || where(path) == where(first)) continue;
+    if (!set_by_flag(path) && !find_path(root, path)) continue;
+    others += detail::concat(others.empty() ? " (" : "; ", path, " from ", where(path));
+  }
+  throw ConfigError(where(first) + ": " + rest + (others.empty() ? "" : others + ")"));
 }
 
 YAML::Node parse_root(const std::string& yaml_text, const std::string& source_name) {

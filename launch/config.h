@@ -74,6 +74,9 @@ struct CheckpointConfig {
   int64_t every = 0;   // steps between checkpoints; 0 = only at the end
   int64_t keep = 2;    // most recent checkpoints kept on disk; at least 1
   bool at_end = true;  // save when training ends (a stop by SIGTERM always saves)
+  // A Hugging Face model directory (config.json + model.safetensors) whose weights a run that
+  // starts at step 0 begins from; a resumed run ignores it. Empty: initialise from run.seed.
+  std::string init_from_hf;
   void validate() const;
   bool operator==(const CheckpointConfig&) const = default;
 };

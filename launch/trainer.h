@@ -36,6 +36,7 @@ struct StepMetrics {
   double lr = 0;
   double grad_norm = 0;
   double seconds = 0;
+  double tokens = 0;  // trained on in this step, over all data-parallel ranks
   double tokens_per_second = 0;
   double mfu = 0;         // fraction of peak FLOP/s
   double gemm_share = 0;  // fraction of the step spent in GEMMs
@@ -44,14 +45,23 @@ struct StepMetrics {
   std::optional<double> val_loss;
 };
 
+// What the trainer does with the run's checkpoints at start (`--resume`, `--resume=auto-fallback`).
+enum class Resume {
+  kNo,              // start from step 0, whatever checkpoint.dir holds
+  kLatest,          // the newest checkpoint that verifies; step 0 when there is none at all, an
+                    // error when step directories exist and none of them verifies
+  kLatestOrScratch  // the same, but step 0 (with a warning) when none verifies
+};
+
 class Trainer {
  public:
-  // Builds everything for this rank of `groups`; with resume, restores the latest complete
-  // checkpoint of the run, resharding it if it was saved with another data-parallel size (an
-  // error if it belongs to another model). Throws ConfigError, DataError, CheckpointError.
-  Trainer(Config config, bool resume, parallel::ProcessGroups& groups);
+  // Builds everything for this rank of `groups` and resumes as `resume` says, resharding a
+  // checkpoint saved with another data-parallel size (an error if it belongs to another model).
+  // Every checkpoint passed over is logged with its reason. Throws ConfigError, DataError,
+  // CheckpointError.
+  Trainer(Config config, Resume resume, parallel::ProcessGroups& groups);
   // A single-process trainer (no MPI).
-  Trainer(Config config, bool resume);
+  Trainer(Config config, Resume resume);
   ~Trainer();
 
   // Trains until config.train.steps, or until `stop_at_step` updates have been taken (then
@@ -65,15 +75,29 @@ class Trainer {
   const LlamaModel& model() const { return *model_; }
   const optim::AdamW& optimizer() const { return *optimizer_; }
   double evaluate();  // mean validation loss over train.eval_batches micro-batches
+  const KeepActivationStore& activation_store() const { return store_; }
 
  private:
-  void init(bool resume);
+  void init(Resume resume);
+  void resume_latest(Resume resume);
+  void open_metrics_file();
   StepMetrics train_step();
   void register_state();
   Batch next_micro_batch(int64_t micro, std::vector<int32_t>& windows);
   void restore(const std::string& checkpoint_dir);
   void save();
-  void log(const StepMetrics& m);
+  // The steps a metrics line reports on.
+  struct LogInterval {
+    int64_t steps = 0;
+    double seconds = 0, tokens = 0, loss_sum = 0;
+    void add(const StepMetrics& m) {
+      ++steps;
+      seconds += m.seconds;
+      tokens += m.tokens;
+      loss_sum += m.loss;
+    }
+  };
+  void log(const StepMetrics& m, const LogInterval& interval);
   double measure_peak_flops() const;
   // Gradients and ZeRO-1 gathers go over NCCL on a GPU, over the MPI dp group on the CPU.
   parallel::Communicator& grad_comm() { return gpu_dp_ ? *gpu_dp_ : dp_; }
@@ -121,6 +145,7 @@ class Trainer {
   std::string tokenizer_text_;
   std::ofstream metrics_file_;
   bool stopped_ = false;
+  bool warned_mfu_ = false;
   double run_seconds_ = 0;
   int64_t run_steps_ = 0;
 };

@@ -32,6 +32,8 @@ class AdamW {
   TensorView exp_avg() const { return exp_avg_; }  // (shard.size(),)
   TensorView exp_avg_sq() const { return exp_avg_sq_; }
   size_t state_bytes() const { return exp_avg_.bytes() + exp_avg_sq_.bytes(); }
+  // Bytes of state per parameter for master weights of `master` dtype (the memory plan's figure).
+  static size_t state_bytes_per_param(DType master) { return 2 * dtype_size(master); }
 
  private:
   AdamWOptions options_;

@@ -90,11 +90,11 @@ double max_relative_gap(const std::vector<double>& a, const std::vector<double>&
 
 TEST_F(TrainerGpuTest, FiftyStepsFollowTheCpuLossCurve) {
   const std::string root = corpus();
-  Trainer cpu(hybrid_config(root + "/cpu", "cpu", "f32"), false);
+  Trainer cpu(hybrid_config(root + "/cpu", "cpu", "f32"), Resume::kNo);
   const std::vector<double> ref = losses(cpu.run());
-  Trainer gpu32(hybrid_config(root + "/gpu-f32", "cuda", "f32"), false);
+  Trainer gpu32(hybrid_config(root + "/gpu-f32", "cuda", "f32"), Resume::kNo);
   const std::vector<double> f32 = losses(gpu32.run());
-  Trainer gpu16(hybrid_config(root + "/gpu-bf16", "cuda", "bf16"), false);
+  Trainer gpu16(hybrid_config(root + "/gpu-bf16", "cuda", "bf16"), Resume::kNo);
   const std::vector<double> bf16 = losses(gpu16.run());
   ASSERT_EQ(ref.size(), static_cast<size_t>(kSteps));
   ASSERT_EQ(f32.size(), ref.size());
@@ -123,14 +123,14 @@ TEST_F(TrainerGpuTest, FiftyStepsFollowTheCpuLossCurve) {
 
 TEST_F(TrainerGpuTest, StopAndResumeOnTheGpuContinuesExactly) {
   const std::string root = corpus();
-  Trainer straight(hybrid_config(root + "/straight", "cuda", "bf16"), false);
+  Trainer straight(hybrid_config(root + "/straight", "cuda", "bf16"), Resume::kNo);
   const std::vector<double> full = losses(straight.run(20));
   ASSERT_EQ(full.size(), 20u);
   {
-    Trainer first(hybrid_config(root + "/resumed", "cuda", "bf16"), false);
+    Trainer first(hybrid_config(root + "/resumed", "cuda", "bf16"), Resume::kNo);
     ASSERT_EQ(first.run(10).size(), 10u);  // saves a checkpoint at step 10
   }
-  Trainer second(hybrid_config(root + "/resumed", "cuda", "bf16"), true);
+  Trainer second(hybrid_config(root + "/resumed", "cuda", "bf16"), Resume::kLatest);
   ASSERT_EQ(second.step(), 10);
   const std::vector<double> rest = losses(second.run(20));
   ASSERT_EQ(rest.size(), 10u);
@@ -141,15 +141,15 @@ TEST_F(TrainerGpuTest, StopAndResumeOnTheGpuContinuesExactly) {
 TEST_F(TrainerGpuTest, AGpuCheckpointResumesOnTheCpu) {
   const std::string root = corpus();
   {
-    Trainer gpu(hybrid_config(root + "/moved", "cuda", "bf16"), false);
+    Trainer gpu(hybrid_config(root + "/moved", "cuda", "bf16"), Resume::kNo);
     ASSERT_EQ(gpu.run(10).size(), 10u);
   }
   // The same run directory, now on the CPU in f32: fp32 masters and AdamW states carry over.
-  Trainer cpu(hybrid_config(root + "/moved", "cpu", "f32"), true);
+  Trainer cpu(hybrid_config(root + "/moved", "cpu", "f32"), Resume::kLatest);
   ASSERT_EQ(cpu.step(), 10);
   const std::vector<double> rest = losses(cpu.run(12));
   ASSERT_EQ(rest.size(), 2u);
-  Trainer gpu(hybrid_config(root + "/moved-ref", "cuda", "bf16"), false);
+  Trainer gpu(hybrid_config(root + "/moved-ref", "cuda", "bf16"), Resume::kNo);
   const std::vector<double> ref = losses(gpu.run(12));
   EXPECT_LT(std::abs(rest[0] - ref[10]) / ref[10], 2e-2);
 }

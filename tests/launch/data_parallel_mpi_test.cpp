@@ -65,12 +65,12 @@ TEST_P(DataParallelParity, LossCurveMatchesOneProcessWithTheSameGlobalBatch) {
     parallel::ProcessGroups single(std::make_unique<parallel::SelfCommunicator>("world"),
                                    parallel::ParallelDims{});
     Trainer t(parity_config(dir, dir + "/ref-" + tag + "-" + std::to_string(rank), 1, false),
-              false, single);
+              Resume::kNo, single);
     reference = t.run();
   }
 
   parallel::ProcessGroups groups(world(), parallel::ParallelDims{size, 1, 1, 1});
-  Trainer t(parity_config(dir, dir + "/dp-" + tag, size, zero1), false, groups);
+  Trainer t(parity_config(dir, dir + "/dp-" + tag, size, zero1), Resume::kNo, groups);
   const std::vector<StepMetrics> parallel_run = t.run();
   ASSERT_EQ(parallel_run.size(), reference.size());
   for (size_t i = 0; i < reference.size(); ++i) {

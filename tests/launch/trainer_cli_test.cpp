@@ -30,9 +30,7 @@ std::string write_config(const std::string& dir, const std::string& tweak) {
 }
 
 void write_corpus(const std::string& dir) {
-  const std::string text = testing::fortunes_text(20000);
-  testing::write_byte_tokens(dir + "/train.bin", text.substr(0, 18000));
-  testing::write_byte_tokens(dir + "/val.bin", text.substr(18000));
+  testing::write_fortunes_corpus(dir);
 }
 
 // Exactly one line of output, starting "trainer: error:", containing `needle`, exit code 1.
@@ -100,21 +98,133 @@ TEST(TrainerCliTest, CorruptedCheckpointNamesTheTensor) {
 }
 
 TEST(TrainerCliTest, DryRunOf7BPrintsThePlanWithoutAllocatingIt) {
+  const std::string dir = scratch_dir("cli_dry_run_7b");
   const std::string config = std::string(MEMENTO_SOURCE_DIR) + "/configs/llama7b.yaml";
-  const auto r = run_command(trainer_binary() + " --config " + config + " --dry-run 2>&1");
+  const auto r = run_command(trainer_binary() + " --config " + config + " --dry-run --set run.out_dir=" +
+                             dir + " 2>&1");
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  std::smatch m;
-  ASSERT_TRUE(std::regex_search(r.output, m, std::regex("parameters: (\\d+)"))) << r.output;
-  const double params = std::stod(m[1]);
-  EXPECT_NEAR(params / 1e9, 6.74, 0.05) << "Llama-2-7B has 6,738,415,616 parameters";
+  EXPECT_EQ(r.output.rfind("memory plan (per rank", 0), 0u) << "the table comes first: " << r.output;
+  EXPECT_NE(r.output.find("6.74B parameters"), std::string::npos)
+      << "Llama-2-7B has 6,738,415,616 parameters: " << r.output;
   for (const char* row : {"parameters", "gradients", "optimizer states",
                           "activations saved for backward", "total"})
     EXPECT_NE(r.output.find(row), std::string::npos) << row;
-  EXPECT_NE(r.output.find("model.layers.31.mlp"), std::string::npos) << "activation list";
+  // The hundreds of activation rows go to a file, not to the screen.
+  EXPECT_EQ(r.output.find("model.layers.31.mlp"), std::string::npos) << r.output;
+  const std::string list = testing::read_file(dir + "/activations.txt");
+  EXPECT_NE(list.find("model.layers.31.mlp"), std::string::npos) << "activation list";
+  EXPECT_NE(r.output.find(dir + "/activations.txt"), std::string::npos) << r.output;
   // The child's peak resident memory stays far below the 25 GiB its fp32 parameters would take.
   rusage usage{};
   getrusage(RUSAGE_CHILDREN, &usage);
   EXPECT_LT(usage.ru_maxrss, 1L << 20) << "max RSS " << usage.ru_maxrss << " KiB";
+}
+
+// The bytes of one row of the dry run's memory table ("  optimizer states   50.21 GiB").
+double table_gib(const std::string& output, const std::string& row) {
+  std::smatch m;
+  const std::regex pattern("  " + row + " +([0-9.]+) GiB");
+  EXPECT_TRUE(std::regex_search(output, m, pattern)) << row << " in " << output;
+  return m.size() > 1 ? std::stod(m[1]) : 0.0;
+}
+
+TEST(TrainerCliTest, DryRunShardsOptimizerStatesOverDataParallelRanksUnderZero1) {
+  const std::string dir = scratch_dir("cli_dry_run_zero1");
+  const std::string config = std::string(MEMENTO_SOURCE_DIR) + "/configs/llama7b.yaml";
+  const std::string base = trainer_binary() + " --config " + config + " --dry-run --set run.out_dir=" + dir;
+  const auto one = run_command(base + " 2>&1");
+  const auto sharded = run_command(base + " --set parallel.dp=8 --set parallel.zero1=true 2>&1");
+  ASSERT_EQ(one.exit_code, 0) << one.output;
+  ASSERT_EQ(sharded.exit_code, 0) << sharded.output;
+  const double states = table_gib(one.output, "optimizer states");
+  EXPECT_NEAR(table_gib(sharded.output, "optimizer states"), states / 8, 0.01) << sharded.output;
+  EXPECT_NEAR(table_gib(sharded.output, "parameters"), table_gib(one.output, "parameters"), 1e-9);
+  EXPECT_NE(sharded.output.find("8 data-parallel ranks"), std::string::npos) << sharded.output;
+  EXPECT_NE(sharded.output.find("ZeRO-1"), std::string::npos) << sharded.output;
+}
+
+TEST(TrainerCliTest, DryRunHeaderNamesDeviceAndMixedPrecision) {
+  const std::string dir = scratch_dir("cli_dry_run_bf16");
+  const std::string config = std::string(MEMENTO_SOURCE_DIR) + "/configs/llama-134m.yaml";
+  const auto r = run_command(trainer_binary() + " --config " + config + " --dry-run --set run.out_dir=" +
+                             dir + " --set model.device=cuda --set model.dtype=bf16 2>&1");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("bf16 mixed precision on cuda"), std::string::npos) << r.output;
+}
+
+TEST(TrainerCliTest, ASetThatBreaksACrossKeyCheckIsBlamedFirst) {
+  const std::string dir = scratch_dir("cli_set_blame");
+  const std::string config = write_config(dir, "");  // warmup_steps: 1, steps: 2
+  const auto warmup = run_command(train_command(config, "--set optim.warmup_steps=3"));
+  expect_one_line_error(warmup, "optim.warmup_steps = 3 exceeds train.steps = 2");
+  EXPECT_EQ(warmup.output.rfind("trainer: error: " + config + " (--set optim.warmup_steps=3): ", 0), 0u)
+      << warmup.output;
+
+  // The user's case: the file's warm-up is fine until --set shortens the run.
+  std::string text = testing::read_file(config);
+  text.replace(text.find("warmup_steps: 1"), 15, "warmup_steps: 30");
+  const std::string long_warmup = dir + "/long_warmup.yaml";
+  std::ofstream(long_warmup) << text;
+  const auto steps = run_command(train_command(long_warmup, "--set train.steps=40 --set train.steps=1"));
+  expect_one_line_error(steps, "optim.warmup_steps = 30 exceeds train.steps = 1");
+  EXPECT_EQ(steps.output.rfind("trainer: error: " + long_warmup + " (--set train.steps=1): ", 0), 0u)
+      << "leads with the --set: " << steps.output;
+  EXPECT_NE(steps.output.find("optim.warmup_steps from " + long_warmup + ":5"), std::string::npos)
+      << "names where the other key came from: " << steps.output;
+}
+
+TEST(TrainerCliTest, ABudgetBelowTheEstimateFailsAtStartNamingTheKey) {
+  const std::string dir = scratch_dir("cli_budget");
+  write_corpus(dir);
+  const std::string config = write_config(dir, "");
+  const auto r = run_command(train_command(config, "--set memory.budget_bytes=300000"));
+  expect_one_line_error(r, "memory.budget_bytes = 300000");
+  EXPECT_NE(r.output.find("estimated peak"), std::string::npos) << r.output;
+  EXPECT_FALSE(std::filesystem::exists(dir + "/run/metrics.jsonl")) << "failed before training";
+}
+
+TEST(TrainerCliTest, ATokenizerLargerThanTheModelVocabularyIsRefused) {
+  const std::string dir = scratch_dir("cli_tokenizer_vocab");
+  write_corpus(dir);
+  // 257 + 50 merges = 307 token ids, for a model of 256.
+  std::ofstream tok(dir + "/big.bpe");
+  tok << "memento-bpe 1 merges 50\n";
+  for (int k = 0; k < 50; ++k) tok << 97 << " " << (k == 0 ? 98 : 256 + k) << "\n";
+  tok.close();
+  const std::string config = write_config(dir, "");
+  expect_one_line_error(run_command(train_command(config, "--set data.tokenizer=" + dir + "/big.bpe")),
+                        dir + "/big.bpe: the tokenizer has 307 token ids but model.vocab_size is 256");
+}
+
+TEST(TrainerCliTest, VersionNamesTheCommitItWasBuiltFrom) {
+  const auto r = run_command(trainer_binary() + " --version 2>&1");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(std::regex_match(r.output, std::regex("memento [0-9]+\\.[0-9]+\\.[0-9]+ \\(commit "
+                                                    "([0-9a-f]{12}(-dirty)?|unknown)\\)\n")))
+      << r.output;
+  const auto head = run_command("git -C " MEMENTO_SOURCE_DIR " rev-parse --short=12 HEAD 2>/dev/null");
+  if (head.exit_code == 0 && head.output.size() > 1) {
+    EXPECT_NE(r.output.find(head.output.substr(0, 12)), std::string::npos) << r.output;
+  }
+}
+
+TEST(TrainerCliTest, OptionsTakeTheirValueAfterAnEqualsSign) {
+  const std::string dir = scratch_dir("cli_equals");
+  write_corpus(dir);
+  const std::string config = write_config(dir, "");
+  const auto r = run_command(trainer_binary() + " --config=" + config +
+                             " --set=train.steps=1 --set=optim.warmup_steps=0 2>&1");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("training steps 1..1 of 1"), std::string::npos) << r.output;
+}
+
+TEST(TrainerCliTest, SampleHelpDescribesSample) {
+  const auto r = run_command(trainer_binary() + " sample --help 2>&1");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(r.output.rfind("usage: trainer sample", 0), 0u) << r.output;
+  for (const char* option : {"--checkpoint", "--prompt", "--tokens", "--temperature", "--top-k", "--seed"})
+    EXPECT_NE(r.output.find(option), std::string::npos) << option;
+  EXPECT_EQ(r.output.find("--dry-run"), std::string::npos) << "the training usage: " << r.output;
 }
 
 }  // namespace

@@ -92,8 +92,8 @@ TEST(TrainerKillTest, SigkillThenResumeMatchesAnUninterruptedRunBitForBit) {
   ASSERT_EQ(wait_exit_code(spawn_trainer({"--config", killed, "--resume"})), 0);
 
   // Each trainer restores its run's final checkpoint; compare every byte of state.
-  const Trainer a(load_config(straight), true);
-  const Trainer b(load_config(killed), true);
+  const Trainer a(load_config(straight), Resume::kLatest);
+  const Trainer b(load_config(killed), Resume::kLatest);
   ASSERT_EQ(a.step(), kSteps);
   ASSERT_EQ(b.step(), kSteps);
   EXPECT_TRUE(same_bytes(a.model().params().flat_values(), b.model().params().flat_values()));

@@ -44,15 +44,15 @@ TEST(TrainerTest, StopAndResumeIsBitIdenticalToAnUninterruptedRun) {
   const std::string root = scratch_dir("trainer_resume");
   write_corpus(root, 200000);
 
-  Trainer straight(small_config(root + "/straight"), false);
+  Trainer straight(small_config(root + "/straight"), Resume::kNo);
   const std::vector<StepMetrics> full = straight.run();
   ASSERT_EQ(full.size(), 8u);
 
   {
-    Trainer first_half(small_config(root + "/resumed"), false);
+    Trainer first_half(small_config(root + "/resumed"), Resume::kNo);
     EXPECT_EQ(first_half.run(4).size(), 4u);
   }
-  Trainer second_half(small_config(root + "/resumed"), true);
+  Trainer second_half(small_config(root + "/resumed"), Resume::kLatest);
   EXPECT_EQ(second_half.step(), 4);
   const std::vector<StepMetrics> rest = second_half.run();
   ASSERT_EQ(rest.size(), 4u);
@@ -71,12 +71,12 @@ TEST(TrainerTest, StopAndResumeIsBitIdenticalToAnUninterruptedRun) {
 TEST(TrainerTest, ResumeRefusesACheckpointOfAnotherModel) {
   const std::string root = scratch_dir("trainer_other_model");
   write_corpus(root, 50000);
-  { Trainer(small_config(root + "/run"), false).run(2); }
+  { Trainer(small_config(root + "/run"), Resume::kNo).run(2); }
   try {
     Config wider = small_config(root + "/run");
     wider.model.dim = 64;
     wider.model.ffn_dim = 128;
-    Trainer resumed(wider, true);
+    Trainer resumed(wider, Resume::kLatest);
     FAIL() << "resuming a dim-32 checkpoint with dim 64 must fail";
   } catch (const CheckpointError& e) {
     EXPECT_NE(std::string(e.what()).find("model.dim"), std::string::npos) << e.what();
@@ -96,7 +96,7 @@ TEST(TrainerTest, ValidationLossFallsOnRealText) {
   config.optim.lr = 3e-3;
   config.optim.min_lr = 3e-4;
   config.optim.warmup_steps = 5;
-  Trainer trainer(config, false);
+  Trainer trainer(config, Resume::kNo);
   const double before = trainer.evaluate();
   EXPECT_NEAR(before, std::log(256.0), 0.3) << "an untrained model is near uniform over bytes";
   trainer.run();

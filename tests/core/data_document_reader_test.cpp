@@ -9,6 +9,7 @@
 #include "core/data/document_reader.h"
 #include "core/error.h"
 #include "testing/expect_error.h"
+#include "testing/temp_dir_test.h"
 
 namespace memento {
 namespace {
@@ -20,22 +21,8 @@ std::string data_error_of(F&& f) {
   return testing::error_message_of<DataError>(std::forward<F>(f));
 }
 
-class DocumentReaderTest : public ::testing::Test {
+class DocumentReaderTest : public testing::TempDirTest {
  protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           ("memento_reader_test_" + std::to_string(::getpid()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-  std::string path(const std::string& name) const { return (dir_ / name).string(); }
-  std::string write(const std::string& name, const std::string& bytes) const {
-    fs::create_directories(fs::path(path(name)).parent_path());
-    std::ofstream(path(name), std::ios::binary) << bytes;
-    return path(name);
-  }
 
   // Every document's text and line, reading in batches of max_bytes.
   static std::vector<std::pair<std::string, int64_t>> read(DocumentReader& r, int64_t max_bytes) {
@@ -48,7 +35,6 @@ class DocumentReaderTest : public ::testing::Test {
     return out;
   }
 
-  fs::path dir_;
 };
 
 TEST_F(DocumentReaderTest, JsonlEscapesUnicodeAndOtherKeys) {

@@ -14,6 +14,7 @@
 #include "core/data/token_writer.h"
 #include "core/error.h"
 #include "testing/expect_error.h"
+#include "testing/temp_dir_test.h"
 
 namespace memento {
 namespace {
@@ -36,17 +37,8 @@ std::string file_bytes(const std::string& path) {
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
-class TokenWriterTest : public ::testing::Test {
+class TokenWriterTest : public testing::TempDirTest {
  protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           ("memento_writer_test_" + std::to_string(::getpid()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-  std::string path(const std::string& name) const { return (dir_ / name).string(); }
   std::vector<std::string> listing() const {
     std::vector<std::string> names;
     for (const auto& e : fs::directory_iterator(dir_))
@@ -71,7 +63,6 @@ class TokenWriterTest : public ::testing::Test {
     return out;
   }
 
-  fs::path dir_;
 };
 
 TEST_F(TokenWriterTest, LlmcShardsHoldExactlyShardTokensAndReadBackAsOneStream) {

@@ -15,6 +15,7 @@
 #include "core/data/tokenizer.h"
 #include "core/error.h"
 #include "testing/expect_error.h"
+#include "testing/temp_dir_test.h"
 
 namespace memento {
 namespace {
@@ -48,20 +49,8 @@ const std::vector<std::string>& samples() {
   return kSamples;
 }
 
-class TokenizerTest : public ::testing::Test {
+class TokenizerTest : public testing::TempDirTest {
  protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           ("memento_tokenizer_test_" + std::to_string(::getpid()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-  std::string path(const std::string& name) const { return (dir_ / name).string(); }
-  void write(const std::string& name, const std::string& bytes) const {
-    std::ofstream(path(name), std::ios::binary) << bytes;
-  }
 
   // A SentencePiece model trained by SentencePiece's own trainer (not our wrapper).
   std::string train_sentencepiece() const {
@@ -79,7 +68,6 @@ class TokenizerTest : public ::testing::Test {
     return prefix + ".model";
   }
 
-  fs::path dir_;
 };
 
 TEST_F(TokenizerTest, SentencePieceIdsAreSentencePiecesOwn) {

@@ -91,13 +91,6 @@ bool wait_for_training(const std::string& out) {
   return false;
 }
 
-std::vector<pid_t> children_of(pid_t parent) {
-  std::vector<pid_t> pids;
-  const auto r = testing::run_command("pgrep -P " + std::to_string(parent));
-  std::istringstream in(r.output);
-  for (pid_t p; in >> p;) pids.push_back(p);
-  return pids;
-}
 
 // True while `pid` exists and is not a zombie.
 bool running(pid_t pid) {
@@ -112,7 +105,7 @@ TEST(DistributedCliTest, SigkillOfOneRankEndsTheJobWithin30Seconds) {
   const std::string config = write_setup(root, 100000);
   const pid_t job = testing::spawn(trainer_args(2, config, root + "/run"), root + "/run.log");
   ASSERT_TRUE(wait_for_training(root + "/run")) << testing::read_file(root + "/run.log");
-  const std::vector<pid_t> ranks = children_of(job);
+  const std::vector<pid_t> ranks = testing::children_of(job);
   ASSERT_EQ(ranks.size(), 2u);
   const auto start = std::chrono::steady_clock::now();
   kill(ranks[1], SIGKILL);
@@ -130,7 +123,7 @@ TEST(DistributedCliTest, SigtermSavesACompleteCheckpointAndExitsWithThePreempted
   const pid_t job = testing::spawn(trainer_args(2, config, root + "/run"), root + "/run.log");
   ASSERT_TRUE(wait_for_training(root + "/run")) << testing::read_file(root + "/run.log");
   // As Slurm does on preemption (scancel --signal=TERM): every task gets SIGTERM.
-  for (pid_t p : children_of(job)) kill(p, SIGTERM);
+  for (pid_t p : testing::children_of(job)) kill(p, SIGTERM);
   EXPECT_EQ(testing::wait_exit_code(job), kExitPreempted) << testing::read_file(root + "/run.log");
   const auto latest = checkpoint::find_latest(root + "/run/checkpoints");
   ASSERT_TRUE(latest.has_value());
@@ -145,7 +138,7 @@ TEST(DistributedCliTest, Sigusr1SavesACheckpointAndTrainingContinues) {
   const std::string config = write_setup(root, 100000, /*every=*/0);  // no periodic checkpoints
   const pid_t job = testing::spawn(trainer_args(2, config, root + "/run"), root + "/run.log");
   ASSERT_TRUE(wait_for_training(root + "/run")) << testing::read_file(root + "/run.log");
-  const std::vector<pid_t> ranks = children_of(job);
+  const std::vector<pid_t> ranks = testing::children_of(job);
   for (pid_t p : ranks) kill(p, SIGUSR1);
   std::optional<std::string> saved;
   for (int i = 0; i < 300 && !saved; ++i) {

@@ -8,6 +8,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -72,9 +73,12 @@ inline CommandResult run_command(const std::string& command) {
 }
 
 // Starts argv[0] (searched in PATH) with its stdout and stderr appended to `log`; returns the pid.
-inline pid_t spawn(const std::vector<std::string>& args, const std::string& log) {
+// With own_group, in a process group of its own, as a shell starts a foreground job.
+inline pid_t spawn(const std::vector<std::string>& args, const std::string& log,
+                   bool own_group = false) {
   const pid_t pid = fork();
   if (pid == 0) {
+    if (own_group) setpgid(0, 0);
     std::vector<char*> argv;
     for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
     argv.push_back(nullptr);
@@ -84,7 +88,17 @@ inline pid_t spawn(const std::vector<std::string>& args, const std::string& log)
     execvp(argv[0], argv.data());
     _exit(127);
   }
+  if (own_group) setpgid(pid, pid);  // here too: a signal sent next must not race the child's call
   return pid;
+}
+
+// The pids of `parent`'s children (pgrep -P).
+inline std::vector<pid_t> children_of(pid_t parent) {
+  std::vector<pid_t> pids;
+  const auto r = run_command("pgrep -P " + std::to_string(parent));
+  std::istringstream in(r.output);
+  for (pid_t p; in >> p;) pids.push_back(p);
+  return pids;
 }
 
 // Waits for `pid`; its exit code, or 128 + signal.

@@ -67,32 +67,6 @@ std::vector<std::string> trainer(const std::string& config, std::vector<std::str
   return args;
 }
 
-// Like testing::spawn, in a process group of its own, as a shell starts a foreground job.
-pid_t spawn_in_own_group(const std::vector<std::string>& args, const std::string& log) {
-  const pid_t pid = fork();
-  if (pid == 0) {
-    setpgid(0, 0);
-    std::vector<char*> argv;
-    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    dup2(fd, STDOUT_FILENO);
-    dup2(fd, STDERR_FILENO);
-    execvp(argv[0], argv.data());
-    _exit(127);
-  }
-  setpgid(pid, pid);  // also here: the signal below must not race the child's own call
-  return pid;
-}
-
-std::vector<pid_t> children_of(pid_t parent) {
-  std::vector<pid_t> pids;
-  const auto r = testing::run_command("pgrep -P " + std::to_string(parent));
-  std::istringstream in(r.output);
-  for (pid_t p; in >> p;) pids.push_back(p);
-  return pids;
-}
-
 std::string command_name(pid_t pid) {
   std::string name = testing::read_file("/proc/" + std::to_string(pid) + "/comm");
   while (!name.empty() && name.back() == '\n') name.pop_back();
@@ -102,7 +76,7 @@ std::string command_name(pid_t pid) {
 // mpirun: the launcher's child that is not one of its output relays (bash, cat), or -1.
 pid_t mpirun_of(pid_t launcher) {
   for (int i = 0; i < 100; ++i) {
-    for (pid_t child : children_of(launcher))
+    for (pid_t child : testing::children_of(launcher))
       if (command_name(child) != "bash" && command_name(child) != "cat") return child;
     std::this_thread::sleep_for(100ms);
   }
@@ -113,7 +87,7 @@ pid_t mpirun_of(pid_t launcher) {
 std::vector<pid_t> ranks_of(pid_t launcher) {
   const pid_t mpirun = mpirun_of(launcher);
   for (int i = 0; i < 100 && mpirun > 0; ++i) {
-    const auto ranks = children_of(mpirun);
+    const auto ranks = testing::children_of(mpirun);
     if (ranks.size() == 2) return ranks;
     std::this_thread::sleep_for(100ms);
   }
@@ -230,7 +204,7 @@ TEST(MpirunSignalTest, CtrlCSignalsTheForegroundGroupAndSavesLikeSigterm) {
   const std::string root = scratch_dir("mpirun_sigint");
   const std::string config = write_setup(root, 64);  // the save's length is not the point here
   const std::string log = root + "/run.log";
-  const pid_t job = spawn_in_own_group(launch(trainer(config)), log);
+  const pid_t job = testing::spawn(launch(trainer(config)), log, /*own_group=*/true);
   EXPECT_GT(stop_and_check(root, job, log, [&] { kill(-job, SIGINT); }), 0);
 }
 
@@ -244,7 +218,7 @@ TEST(MpirunSignalTest, CtrlCToALauncherPipedIntoTeeStillSaves) {
       "bash", "-c",
       "trap : INT; \"$@\" 2>&1 | tee -a " + log + " >/dev/null; exit ${PIPESTATUS[0]}", "pipeline"};
   for (const auto& a : launch(trainer(config))) args.push_back(a);
-  const pid_t job = spawn_in_own_group(args, root + "/shell.log");
+  const pid_t job = testing::spawn(args, root + "/shell.log", /*own_group=*/true);
   EXPECT_GT(stop_and_check(
                 root, job, log, [&] { kill(-job, SIGINT); }, /*log_kept=*/false),
             0)

@@ -16,10 +16,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-template <typename F>
-std::string data_error_of(F&& f) {
-  return testing::error_message_of<DataError>(std::forward<F>(f));
-}
+using testing::data_error_of;
 
 class DocumentReaderTest : public testing::TempDirTest {
  protected:

@@ -23,10 +23,7 @@ using Pieces = std::vector<std::string>;
 constexpr const char* kLlama3Pattern =
     R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
 
-template <typename F>
-std::string data_error_of(F&& f) {
-  return testing::error_message_of<DataError>(std::forward<F>(f));
-}
+using testing::data_error_of;
 
 std::string u(std::string_view bytes) { return HfBpeTokenizer::bytes_to_unicode(bytes); }
 

@@ -51,10 +51,7 @@ void patch(const std::string& path, int64_t offset, const void* bytes, size_t n)
   f.write(static_cast<const char*>(bytes), static_cast<std::streamsize>(n));
 }
 
-template <typename F>
-std::string data_error_of(F&& f) {
-  return testing::error_message_of<DataError>(std::forward<F>(f));
-}
+using testing::data_error_of;
 
 TEST_F(TokenDatasetTest, LlmcRoundTrip) {
   const auto tokens = random_tokens(1000, 1);

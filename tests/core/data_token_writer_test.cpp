@@ -21,10 +21,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-template <typename F>
-std::string data_error_of(F&& f) {
-  return testing::error_message_of<DataError>(std::forward<F>(f));
-}
+using testing::data_error_of;
 
 std::vector<int32_t> read_all(const TokenDataset& d) {
   std::vector<int32_t> out(static_cast<size_t>(d.size()));

@@ -22,10 +22,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-template <typename F>
-std::string data_error_of(F&& f) {
-  return testing::error_message_of<DataError>(std::forward<F>(f));
-}
+using testing::data_error_of;
 
 std::vector<std::string> corpus() {
   std::vector<std::string> docs;

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <utility>
 
 #include "core/error.h"
 
@@ -29,6 +30,12 @@ std::string error_message_of(F&& f) {
   }
   ADD_FAILURE() << "expected an error";
   return "";
+}
+
+// The message of the DataError that f() throws (a bad file, tokenizer or dataset).
+template <typename F>
+std::string data_error_of(F&& f) {
+  return error_message_of<DataError>(std::forward<F>(f));
 }
 
 template <typename F>

@@ -9,8 +9,6 @@
 namespace memento {
 namespace {
 
-constexpr double kOutputNormEps = 1e-5;
-
 std::vector<double> decays(const AttentionDims& dims, const LinearAttentionOptions& options) {
   return options.decay ? ops::alibi_decays(dims.NH) : std::vector<double>{};
 }
@@ -49,8 +47,9 @@ Tensor LinearAttention::forward(LayerContext& ctx, const Tensor& x) {
   Tensor y;  // (B, T, C)
   if (options_.output_norm) {
     const Tensor normed = Tensor::empty(att.shape(), att.dtype(), att.device());  // (B, T, NH, HS)
-    const Tensor rstd = Tensor::empty({B * T * NH}, ops::stat_dtype(att.dtype()), att.device());   // (B*T*NH)
-    ops::rmsnorm_forward(att, ctx.params.value(o_norm_), kOutputNormEps, normed, rstd);
+    const Tensor rstd =
+        Tensor::empty({B * T * NH}, ops::stat_dtype(att.dtype()), att.device());  // (B*T*NH)
+    ops::rmsnorm_forward(att, ctx.params.value(o_norm_), options_.output_norm_eps, normed, rstd);
     LayerContext no_save{ctx.params, ctx.store, false};
     y = o_proj_.forward(no_save, normed.reshape({B, T, NH * HS}));
   } else {
@@ -76,7 +75,7 @@ Tensor LinearAttention::backward(LayerContext& ctx, const Tensor& dy) {
     const TensorView weight = ctx.params.value(o_norm_);
     const Tensor normed = Tensor::empty(att.shape(), att.dtype(), att.device());
     const Tensor rstd = Tensor::empty({B * T * NH}, ops::stat_dtype(att.dtype()), att.device());
-    ops::rmsnorm_forward(att, weight, kOutputNormEps, normed, rstd);
+    ops::rmsnorm_forward(att, weight, options_.output_norm_eps, normed, rstd);
     // Hand the rebuilt input to o_proj under the key its forward would have used.
     ctx.store.save(name_ + ".o_proj/x", normed.reshape({B, T, NH * HS}));
     const Tensor dnormed = o_proj_.backward(ctx, dy).reshape(att.shape());

@@ -5,7 +5,7 @@
 
 namespace memento {
 
-RMSNorm::RMSNorm(ParameterSet& params, const std::string& name, int64_t C, float eps)
+RMSNorm::RMSNorm(ParameterSet& params, const std::string& name, int64_t C, double eps)
     : name_(name),
       C_(C),
       eps_(eps),
@@ -21,7 +21,8 @@ Tensor RMSNorm::forward(LayerContext& ctx, const Tensor& x, const Tensor* residu
   Tensor y = Tensor::empty(x.shape(), x.dtype(), device);  // (..., C)
   Tensor rstd = Tensor::empty(Shape{x.numel() / C_}, ops::stat_dtype(x.dtype()), device);  // (rows)
   const TensorView r = residual ? residual->view() : TensorView();
-  ops::rmsnorm_forward(x, weight, eps_, y, rstd, residual ? &r : nullptr);
+  ops::rmsnorm_forward(x, weight, ops::rmsnorm_eps(x.dtype(), eps_), y, rstd,
+                       residual ? &r : nullptr);
   if (ctx.training) {
     ctx.store.save(name_ + "/x", x);
     ctx.store.save(name_ + "/rstd", std::move(rstd));

@@ -14,7 +14,7 @@ namespace memento {
 // pass.
 class RMSNorm {
  public:
-  RMSNorm(ParameterSet& params, const std::string& name, int64_t C, float eps);
+  RMSNorm(ParameterSet& params, const std::string& name, int64_t C, double eps);
   // With `residual`, x += residual first, in place (a residual add, fused): x is then the sum,
   // which is what the norm normalises and saves.
   Tensor forward(LayerContext& ctx, const Tensor& x, const Tensor* residual = nullptr);
@@ -23,7 +23,7 @@ class RMSNorm {
  private:
   std::string name_;
   int64_t C_;
-  float eps_;
+  double eps_;       // rounded to the compute dtype by ops::rmsnorm_eps
   ParamRef weight_;  // (C)
 };
 

@@ -23,9 +23,8 @@ struct LlamaModel::Block {
   SwiGLUMLP mlp;
 
   Block(ParameterSet& p, const ModelConfig& c, int64_t layer)
-      : attn_norm(p, prefix(layer) + ".input_layernorm", c.dim, static_cast<float>(c.norm_eps)),
-        mlp_norm(p, prefix(layer) + ".post_attention_layernorm", c.dim,
-                 static_cast<float>(c.norm_eps)),
+      : attn_norm(p, prefix(layer) + ".input_layernorm", c.dim, c.norm_eps),
+        mlp_norm(p, prefix(layer) + ".post_attention_layernorm", c.dim, c.norm_eps),
         mlp(p, prefix(layer) + ".mlp", c.dim, c.ffn_dim, static_cast<float>(c.init_std),
             out_std(c)) {
     const AttentionDims dims{c.dim, c.n_heads, c.n_kv_heads, c.head_size()};
@@ -35,7 +34,8 @@ struct LlamaModel::Block {
           std::make_unique<SoftmaxAttention>(p, name, dims, static_cast<float>(c.rope_theta),
                                              static_cast<float>(c.init_std), out_std(c));
     } else {
-      const LinearAttentionOptions options{c.linear_decay, c.linear_output_norm, c.linear_chunk};
+      const LinearAttentionOptions options{c.linear_decay, c.linear_output_norm, c.linear_chunk,
+                                           c.norm_eps};
       linear_attn = std::make_unique<LinearAttention>(p, name, dims, options,
                                                       static_cast<float>(c.init_std), out_std(c));
     }
@@ -81,8 +81,7 @@ LlamaModel::LlamaModel(const ModelConfig& config) : config_(config) {
     blocks_.push_back(std::make_unique<Block>(params_, config_, layer));
     block_offsets_.push_back(params_.entries()[first].offset);
   }
-  norm_ = std::make_unique<RMSNorm>(params_, "model.norm", config_.dim,
-                                    static_cast<float>(config_.norm_eps));
+  norm_ = std::make_unique<RMSNorm>(params_, "model.norm", config_.dim, config_.norm_eps);
   if (!config_.tie_embeddings)
     lm_head_ = std::make_unique<Linear>(params_, "lm_head", config_.dim, config_.vocab_size, std);
 }

@@ -88,6 +88,10 @@ void backward_rows(const T* dy, const T* x, const T* w, const T* rstd, const T* 
 
 }  // namespace
 
+double rmsnorm_eps(DType dtype, double eps) {
+  return dtype == DType::kF64 ? eps : static_cast<double>(static_cast<float>(eps));
+}
+
 void rmsnorm_forward(const TensorView& x, const TensorView& weight, double eps, const TensorView& y,
                      const TensorView& rstd, const TensorView* residual) {
   MEMENTO_CUDA_DISPATCH(x, cuda::rmsnorm_forward(x, weight, eps, y, rstd, residual));

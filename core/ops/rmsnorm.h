@@ -11,6 +11,11 @@ namespace memento::ops {
 // With `residual` (..., C), first x += residual in place (a residual connection's add, fused):
 // x then holds the sum, rounded to its dtype, and y is the norm of that (residual must not alias
 // x or y).
+// The epsilon as a norm computing in `dtype` adds it: exact in fp64; rounded to fp32 in fp32 and
+// narrower compute (as PyTorch adds a Python float to an fp32 tensor, and as the CUDA kernels take
+// it), so that an fp32 run keeps the value it always had.
+double rmsnorm_eps(DType dtype, double eps);
+
 void rmsnorm_forward(const TensorView& x, const TensorView& weight, double eps, const TensorView& y,
                      const TensorView& rstd, const TensorView* residual = nullptr);
 

@@ -108,7 +108,9 @@ TEST(LinearAttentionLayer, ForwardMatchesDefinition) {
   for (bool decay : {false, true}) {
     SCOPED_TRACE(decay ? "decay" : "no decay");
     ParameterSet params;
-    LinearAttention layer(params, "attn", kDims, {decay, true, 4}, 0.3f, 0.3f);
+    // An output-norm epsilon far from the default: the layer must use the one it is given.
+    constexpr double kEps = 0.25;
+    LinearAttention layer(params, "attn", kDims, {decay, true, 4, kEps}, 0.3f, 0.3f);
     params.allocate(DType::kF64);
     params.initialize(5);
     // A non-trivial output-norm weight.
@@ -136,7 +138,7 @@ TEST(LinearAttentionLayer, ForwardMatchesDefinition) {
           }
           double ms = 0;
           for (int64_t d = 0; d < HS; ++d) ms += o[d] * o[d] / HS;
-          for (int64_t d = 0; d < HS; ++d) o[d] *= w.data<double>()[d] / std::sqrt(ms + 1e-5);
+          for (int64_t d = 0; d < HS; ++d) o[d] *= w.data<double>()[d] / std::sqrt(ms + kEps);
         }
     expect_close(y, project(att.data(), kB * kT, NH * HS, param(params, "attn.o_proj.weight")),
                  1e-12);

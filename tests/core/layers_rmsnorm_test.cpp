@@ -1,10 +1,12 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <string>
 #include <vector>
 
 #include "core/layers/rmsnorm.h"
+#include "core/ops/rmsnorm.h"
 #include "testing/gradcheck.h"
 
 namespace memento {
@@ -53,6 +55,28 @@ TEST(LayersRMSNorm, ForwardMatchesReferenceAndSavesXAndRstd) {
   EXPECT_EQ(store.records()[1].shape, (Shape{12}));
   norm.backward(ctx, y);
   EXPECT_TRUE(store.empty());
+}
+
+// In fp64 the epsilon is used as configured, not rounded to fp32 on the way (0.1 is not an fp32
+// value); in fp32 it is the fp32 value, as it always was.
+TEST(LayersRMSNorm, EpsilonIsExactInF64AndFp32RoundedInF32) {
+  constexpr double kEps = 0.1;
+  for (DType dtype : {DType::kF64, DType::kF32}) {
+    SCOPED_TRACE(dtype_name(dtype));
+    ParameterSet params;
+    RMSNorm norm(params, "norm", 8, kEps);
+    params.allocate(dtype);
+    params.initialize(0);
+    const Tensor x = random_tensor(Shape{4, 8}, dtype, 7, 0.1);  // small: eps matters
+    KeepActivationStore store;
+    LayerContext ctx{params, store, false};
+    const Tensor y = norm.forward(ctx, x);
+    const double eps = dtype == DType::kF64 ? kEps : static_cast<double>(static_cast<float>(kEps));
+    const Tensor want = Tensor::empty(x.shape(), dtype);
+    const Tensor rstd = Tensor::empty(Shape{4}, dtype);
+    ops::rmsnorm_forward(x, params.value(ParamRef{0}), eps, want, rstd);
+    EXPECT_EQ(std::memcmp(y.view().raw(), want.view().raw(), y.bytes()), 0);
+  }
 }
 
 TEST(LayersRMSNorm, MetaDryRunGivesShapes) {

@@ -15,15 +15,12 @@
 #include "core/host_memory.h"
 #include "core/log.h"
 #include "core/ops/matmul.h"
+#include "core/parallel/self_communicator.h"
 #include "core/threads.h"
 #include "launch/bootstrap.h"
 #include "launch/hf_weights.h"
 #include "launch/run_plan.h"
 #include "launch/signals.h"
-#include "parallel/self_communicator.h"
-#ifdef MEMENTO_WITH_CUDA
-#include "parallel/nccl_communicator.h"
-#endif
 #include "optim/grad_clip.h"
 
 namespace memento {
@@ -114,9 +111,8 @@ Trainer::Trainer(Config config, Resume resume, parallel::ProcessGroups& groups)
 void Trainer::init(Resume resume) {
   memory_scope_ = std::make_unique<ScopedDefaultResource>(&memory_);
   if (config_.memory.budget_bytes > 0) {
-    budget_ =
-        std::make_unique<LimitResource>(&memory_, static_cast<size_t>(config_.memory.budget_bytes),
-                                        "memory.budget_bytes");
+    budget_ = std::make_unique<LimitResource>(
+        &memory_, static_cast<size_t>(config_.memory.budget_bytes), "memory.budget_bytes");
     budget_scope_ = std::make_unique<ScopedDefaultResource>(budget_.get());
   }
   const int threads = set_num_threads(static_cast<int>(config_.train.threads));
@@ -185,13 +181,9 @@ void Trainer::init(Resume resume) {
   optimizer_ = std::make_unique<optim::AdamW>(
       model_->params(), optim::AdamWOptions{o.beta1, o.beta2, o.eps, o.weight_decay},
       zero1 ? parallel::shard_of(padded, dp_size, dp_.rank()) : FlatRange{0, padded});
-  if (dp_size > 1 && !device_.is_cpu()) {
-#ifdef MEMENTO_WITH_CUDA
-    // GPU buffers are reduced by NCCL over the same ranks, on its own stream (overlapping
-    // backward); the MPI group keeps the host-side agreements (loss, signals).
-    gpu_dp_ = parallel::make_nccl_communicator(dp_, "dp", config_.parallel.nccl_timeout_s);
-#endif
-  }
+  // GPU buffers are reduced by NCCL over the same ranks, on its own stream (overlapping
+  // backward); the MPI groups keep the host-side agreements (loss, signals).
+  if (!device_.is_cpu()) groups_.create_device_twins(config_.parallel.nccl_timeout_s);
   if (dp_size > 1) {
     const auto bucket =
         static_cast<int64_t>(config_.parallel.bucket_mb * 1024 * 1024 /
@@ -251,8 +243,9 @@ void Trainer::resume_latest(Resume resume) {
     return;
   }
   MEMENTO_EXPECT(resume == Resume::kLatestOrScratch, CheckpointError, root, ": --resume: none of ",
-                 "its ", search.skipped.size(), " checkpoints verifies (", search.skipped.front().dir,
-                 ": ", search.skipped.front().reason, "); refusing to start over from step 0. ",
+                 "its ", search.skipped.size(), " checkpoints verifies (",
+                 search.skipped.front().dir, ": ", search.skipped.front().reason,
+                 "); refusing to start over from step 0. ",
                  "Repair or move them, or pass --resume=auto-fallback to start from step 0");
   MEMENTO_LOG_WARN("--resume=auto-fallback: none of the ", search.skipped.size(),
                    " checkpoints under ", root, " verifies; starting from step 0");
@@ -590,7 +583,9 @@ void Trainer::log(const StepMetrics& m, const LogInterval& interval) {
   if (mfu > 1.0 && !warned_mfu_) {
     warned_mfu_ = true;
     MEMENTO_LOG_WARN("MFU ", 100.0 * mfu, "% is above 100%: the peak of ", peak_flops_ / 1e9,
-                     " GFLOP/s ", config_.train.peak_tflops > 0 ? "set by train.peak_tflops" : "measured at start (on a busy machine?)",
+                     " GFLOP/s ",
+                     config_.train.peak_tflops > 0 ? "set by train.peak_tflops"
+                                                   : "measured at start (on a busy machine?)",
                      " is too low; set train.peak_tflops to this machine's peak");
   }
   const ProcessMemory host = read_process_memory();

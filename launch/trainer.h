@@ -100,7 +100,7 @@ class Trainer {
   void log(const StepMetrics& m, const LogInterval& interval);
   double measure_peak_flops() const;
   // Gradients and ZeRO-1 gathers go over NCCL on a GPU, over the MPI dp group on the CPU.
-  parallel::Communicator& grad_comm() { return gpu_dp_ ? *gpu_dp_ : dp_; }
+  parallel::Communicator& grad_comm() { return groups_.device_dp(); }
   TrackingResource& tracked_memory() { return gpu_memory_ ? *gpu_memory_ : memory_; }
   Batch load_batch(const std::vector<int32_t>& windows);
   void copy_state_to_host();
@@ -114,7 +114,6 @@ class Trainer {
   Device device_ = Device::cpu();                 // where the model computes
   std::unique_ptr<TrackingResource> gpu_memory_;  // every GPU allocation, when on a GPU
   std::unique_ptr<ScopedDefaultResource> gpu_scope_;
-  std::unique_ptr<parallel::Communicator> gpu_dp_;  // NCCL over the dp group, on a GPU with dp > 1
   std::unique_ptr<ScopedDefaultResource> memory_scope_;
   std::unique_ptr<LimitResource> budget_;
   std::unique_ptr<ScopedDefaultResource> budget_scope_;

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "core/parameters.h"
-#include "parallel/communicator.h"
+#include "core/parallel/communicator.h"
 
 namespace memento::parallel {
 

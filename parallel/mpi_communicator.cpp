@@ -17,8 +17,8 @@
 
 #include "core/error.h"
 #include "core/log.h"
-#include "parallel/collective_checks.h"
-#include "parallel/self_communicator.h"
+#include "core/parallel/collective_checks.h"
+#include "core/parallel/self_communicator.h"
 
 namespace memento::parallel {
 using detail::mpi_active;

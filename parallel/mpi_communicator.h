@@ -7,7 +7,7 @@
 #include <memory>
 #include <string>
 
-#include "parallel/communicator.h"
+#include "core/parallel/communicator.h"
 
 namespace memento::parallel {
 

@@ -8,7 +8,7 @@
 
 #include "core/cuda/check.h"
 #include "core/error.h"
-#include "parallel/collective_checks.h"
+#include "core/parallel/collective_checks.h"
 #include "parallel/mpi_communicator.h"
 #include "parallel/nccl_watchdog.h"
 

@@ -22,7 +22,7 @@
 #include <string>
 
 #include "core/tensor.h"
-#include "parallel/communicator.h"
+#include "core/parallel/communicator.h"
 
 namespace memento::parallel {
 

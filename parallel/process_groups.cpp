@@ -4,6 +4,9 @@
 #include <utility>
 
 #include "core/error.h"
+#ifdef MEMENTO_WITH_CUDA
+#include "parallel/nccl_communicator.h"
+#endif
 
 namespace memento::parallel {
 namespace {
@@ -33,6 +36,23 @@ ProcessGroups::ProcessGroups(std::unique_ptr<Communicator> world, const Parallel
   dp_cp_ = split_axis(*world_, dims_, "dp-cp");
   tp_cp_ = split_axis(*world_, dims_, "tp-cp");
   tp_pp_ = split_axis(*world_, dims_, "tp-pp");
+}
+
+void ProcessGroups::create_device_twins([[maybe_unused]] double nccl_timeout_s) {
+  if (twins_created_) return;  // several trainers of one job (tests) share the twins
+  twins_created_ = true;
+#ifdef MEMENTO_WITH_CUDA
+  // The same order on every rank: creating an NCCL communicator is a collective over its group
+  // (its unique id travels over the MPI group), and a group of one rank needs none.
+  const auto twin = [&](Communicator& group, const char* name) {
+    return group.size() > 1 ? make_nccl_communicator(group, name, nccl_timeout_s) : nullptr;
+  };
+  tp_twin_ = twin(*tp_, "tp");
+  cp_twin_ = twin(*cp_, "cp");
+  dp_twin_ = twin(*dp_, "dp");
+  pp_twin_ = twin(*pp_, "pp");
+  dp_cp_twin_ = twin(*dp_cp_, "dp-cp");
+#endif
 }
 
 }  // namespace memento::parallel

@@ -6,6 +6,7 @@
 #pragma once
 
 #include "core/activation_store.h"
+#include "core/parallel/parallel_context.h"
 #include "core/parameters.h"
 
 namespace memento {
@@ -14,6 +15,9 @@ struct LayerContext {
   ParameterSet& params;
   ActivationStore& store;
   bool training = true;  // false: forward saves nothing and backward must not be called
+  // The tensor-, context- and pipeline-parallel groups (all of size 1 unless the model was built
+  // for a parallel layout).
+  const parallel::ParallelContext& parallel = parallel::ParallelContext::single();
 };
 
 }  // namespace memento

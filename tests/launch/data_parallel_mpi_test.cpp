@@ -9,7 +9,7 @@
 #include "launch/e2e_testing.h"
 #include "launch/trainer.h"
 #include "parallel/mpi_communicator.h"
-#include "parallel/self_communicator.h"
+#include "core/parallel/self_communicator.h"
 
 namespace memento {
 namespace {

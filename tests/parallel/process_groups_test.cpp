@@ -5,7 +5,7 @@
 
 #include "core/error.h"
 #include "parallel/mpi_communicator.h"
-#include "parallel/self_communicator.h"
+#include "core/parallel/self_communicator.h"
 
 namespace memento::parallel {
 namespace {

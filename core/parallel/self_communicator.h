@@ -8,7 +8,7 @@
 #include <utility>
 #include <vector>
 
-#include "parallel/communicator.h"
+#include "core/parallel/communicator.h"
 
 namespace memento::parallel {
 

@@ -1,4 +1,4 @@
-#include "parallel/parallel_dims.h"
+#include "core/parallel/parallel_dims.h"
 
 #include <array>
 #include <string>

@@ -1,4 +1,4 @@
-#include "parallel/collective_checks.h"
+#include "core/parallel/collective_checks.h"
 
 #include <climits>
 #include <string>

@@ -1,10 +1,10 @@
-#include "parallel/self_communicator.h"
+#include "core/parallel/self_communicator.h"
 
 #include <algorithm>
 #include <cstring>
 
 #include "core/error.h"
-#include "parallel/collective_checks.h"
+#include "core/parallel/collective_checks.h"
 
 namespace memento::parallel {
 namespace {

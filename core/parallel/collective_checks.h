@@ -4,8 +4,8 @@
 
 #include <string>
 
+#include "core/parallel/communicator.h"
 #include "core/tensor.h"
-#include "parallel/communicator.h"
 
 namespace memento::parallel::detail {
 

@@ -2,7 +2,7 @@
 // of research/algo-parallel-memory.md section 4.1, and the config errors. The expected groups are
 // written out literally (computed once by an independent script that buckets ranks by their other
 // coordinates), never by the algorithm under test.
-#include "parallel/parallel_dims.h"
+#include "core/parallel/parallel_dims.h"
 
 #include <gtest/gtest.h>
 

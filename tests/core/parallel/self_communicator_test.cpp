@@ -1,5 +1,5 @@
 // The single-rank communicator: every collective is the identity, with the MPI backend's checks.
-#include "parallel/self_communicator.h"
+#include "core/parallel/self_communicator.h"
 
 #include <gtest/gtest.h>
 

@@ -66,8 +66,10 @@ class RecordingActivationStore : public ActivationStore {
 
   // The current step's records (or, without step hooks, since construction or clear_records).
   const std::vector<ActivationRecord>& records() const { return records_; }
-  size_t peak_bytes() const { return peak_bytes_; }  // of the current records' span
-  const ActivationStepLog& last_step() const { return last_step_; }  // the last complete step
+  // The peak of live bytes over the current records' span.
+  size_t peak_bytes() const { return peak_bytes_; }
+  // The last complete step's records and peak, readable until the next end_step().
+  const ActivationStepLog& last_step() const { return last_step_; }
   bool empty() const { return live_.empty(); }
   bool in_step() const { return in_step_; }
   int64_t micro_batch() const { return micro_batch_; }

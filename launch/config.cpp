@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "memory/activation_policy.h"
 
 namespace memento {
 
@@ -690,10 +691,10 @@ void CheckpointConfig::validate() const {
 }
 
 void MemoryConfig::validate() const {
-  if (std::find(kActivationPolicies.begin(), kActivationPolicies.end(), activation_policy) ==
-      kActivationPolicies.end()) {
+  const std::vector<std::string>& policies = activation_policies();  // the factory's list
+  if (std::find(policies.begin(), policies.end(), activation_policy) == policies.end()) {
     invalid("memory.activation_policy: '", activation_policy,
-            "' is not available yet; supported: ", list(kActivationPolicies));
+            "' is not available yet; supported: ", list(policies));
   }
   non_negative(budget_bytes, "memory.budget_bytes");
 }

@@ -51,11 +51,11 @@ TEST(KeepActivationStore, KeepsTensorsAliveAfterTheCallerDropsThem) {
 
 TEST(KeepActivationStore, RecordsSizesAndLifetimes) {
   KeepActivationStore store;
-  store.save("a", make(Shape{10}, DType::kF32));       // event 0, 40 B
-  store.save("b", make(Shape{2, 3}, DType::kBF16));    // event 1, 12 B
-  (void)store.take("a");                               // event 2
-  store.save("c", make(Shape{5}, DType::kF64));        // event 3, 40 B
-  (void)store.take("c");                               // event 4
+  store.save("a", make(Shape{10}, DType::kF32));     // event 0, 40 B
+  store.save("b", make(Shape{2, 3}, DType::kBF16));  // event 1, 12 B
+  (void)store.take("a");                             // event 2
+  store.save("c", make(Shape{5}, DType::kF64));      // event 3, 40 B
+  (void)store.take("c");                             // event 4
   const auto& r = store.records();
   ASSERT_EQ(r.size(), 3u);
   EXPECT_EQ(r[0].key, "a");
@@ -100,6 +100,26 @@ TEST(KeepActivationStore, SharedStorageIsCountedOnce) {
   EXPECT_EQ(store.live_bytes(), 256u);
   EXPECT_EQ(store.records().back().bytes, 256u);
   (void)store.take("again");
+}
+
+// Micro-batches key their entries apart, but bytes are bytes: one storage saved by two
+// micro-batches (a tensor both read) is still held, and counted, once.
+TEST(KeepActivationStore, SharedStorageIsCountedOnceAcrossMicroBatches) {
+  KeepActivationStore store;
+  const Tensor x = make(Shape{4, 16});  // 256 B
+  store.set_micro_batch(0);
+  store.save("rope/cos", x);
+  store.set_micro_batch(1);
+  store.save("rope/cos", x);
+  EXPECT_EQ(store.live_bytes(), 256u);
+  EXPECT_EQ(store.records()[1].bytes, 0u);
+  EXPECT_EQ(store.records()[1].micro_batch, 1);
+  (void)store.take("rope/cos");  // micro-batch 1's entry, which did not pay
+  EXPECT_EQ(store.live_bytes(), 256u);
+  store.set_micro_batch(0);
+  (void)store.take("rope/cos");
+  EXPECT_EQ(store.live_bytes(), 0u);
+  EXPECT_EQ(store.peak_bytes(), 256u);
 }
 
 TEST(KeepActivationStore, MetaTensorsAreCountedLikeRealOnes) {

@@ -13,6 +13,20 @@ ParamRef ParameterSet::declare(const std::string& name, Shape shape, ParamInit i
   return ParamRef{static_cast<int>(entries_.size()) - 1};
 }
 
+std::vector<ParamRef> ParameterSet::declare_stacked(const std::vector<StackedPart>& parts,
+                                                    ParamInit init, bool weight_decay) {
+  std::vector<ParamRef> refs;
+  for (const StackedPart& part : parts) {
+    if (!refs.empty()) {
+      // Back to back: the previous part's padding is taken back.
+      const Entry& previous = entries_.at(refs.back().index);
+      declared_end_ = previous.offset + previous.shape.numel();
+    }
+    refs.push_back(declare(part.name, part.shape, init, weight_decay));
+  }
+  return refs;
+}
+
 void ParameterSet::pad_to_multiple_of(int64_t multiple) {
   MEMENTO_CHECK(!allocated() && multiple > 0, "pad_to_multiple_of(", multiple, ")");
   multiple_ = multiple;
@@ -46,9 +60,15 @@ void ParameterSet::initialize(uint64_t seed) {
 #pragma omp parallel for schedule(static)
       for (int64_t i = 0; i < n; ++i) {
         switch (e.init.kind) {
-          case ParamInit::Kind::kNormal: p[i] = e.init.std * normal01(seed, stream, i); break;
-          case ParamInit::Kind::kOnes: p[i] = 1; break;
-          case ParamInit::Kind::kZeros: p[i] = 0; break;
+          case ParamInit::Kind::kNormal:
+            p[i] = e.init.std * normal01(seed, stream, i);
+            break;
+          case ParamInit::Kind::kOnes:
+            p[i] = 1;
+            break;
+          case ParamInit::Kind::kZeros:
+            p[i] = 0;
+            break;
         }
       }
     };
@@ -95,6 +115,12 @@ void expect_span(const std::vector<ParameterSet::Entry>& entries, int64_t offset
                 ") does not end at the end of a parameter");
 }
 }  // namespace
+
+TensorView ParameterSet::value_span(ParamRef first, Shape shape) const {
+  const Entry& e = entries_.at(first.index);
+  expect_span(entries_, e.offset, shape.numel());
+  return values_.view().flat_range(e.offset, shape);
+}
 
 TensorView ParameterSet::compute_span(ParamRef first, Shape shape) const {
   const Entry& e = entries_.at(first.index);

@@ -48,6 +48,14 @@ class ParameterSet {
 
   // Before allocate(): registers a parameter. Names are unique.
   ParamRef declare(const std::string& name, Shape shape, ParamInit init, bool weight_decay = true);
+  // Before allocate(): registers parameters back to back, with no alignment padding between them
+  // (only after the last), so that they can be used as one tensor (a stacked weight).
+  struct StackedPart {
+    std::string name;
+    Shape shape;
+  };
+  std::vector<ParamRef> declare_stacked(const std::vector<StackedPart>& parts, ParamInit init,
+                                        bool weight_decay = true);
 
   // Before allocate(): rounds the flat buffers' length up to a multiple of `multiple` elements
   // (times kAlignElements), so that they split into equal aligned shards.
@@ -77,8 +85,9 @@ class ParameterSet {
   // True when b's elements follow a's in the flat buffers with no padding between them: the two
   // can then be used as one tensor (e.g. gate_proj and up_proj stacked, for one GEMM).
   bool adjacent(ParamRef a, ParamRef b) const;
-  // compute() and grad() of the parameters from `first` on, viewed as one tensor of `shape`
-  // (checked to end at the end of a parameter).
+  // value(), compute() and grad() of the parameters from `first` on, viewed as one tensor of
+  // `shape` (checked to end at the end of a parameter).
+  TensorView value_span(ParamRef first, Shape shape) const;
   TensorView compute_span(ParamRef first, Shape shape) const;
   TensorView grad_span(ParamRef first, Shape shape) const;
   DType compute_dtype() const { return compute_.defined() ? compute_.dtype() : dtype(); }

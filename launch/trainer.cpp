@@ -439,7 +439,7 @@ StepMetrics Trainer::train_step() {
   std::vector<int32_t> windows(static_cast<size_t>(train.micro_batch * (T + 1)));
   // Every micro-batch's loss is scaled so that the summed gradients are those of the global mean.
   const double grad_scale = 1.0 / static_cast<double>(train.global_batch * T);
-  const auto reduce_from = [this](int64_t offset) { reducer_->grads_final_from(offset); };
+  const auto reduce = [this](FlatRange range) { reducer_->grads_final(range); };
 
   model_->params().zero_grads();
   double loss_sum = 0;
@@ -447,9 +447,10 @@ StepMetrics Trainer::train_step() {
     const Batch batch = next_micro_batch(micro, windows);
     const bool last = micro + 1 == grad_accum_;
     const LlamaModel::GradsFinalHook hook =
-        reducer_ && last ? LlamaModel::GradsFinalHook(reduce_from) : nullptr;
-    loss_sum +=
-        model_->forward_backward(store_, batch.tokens, batch.targets, grad_scale, hook).loss_sum;
+        reducer_ && last ? LlamaModel::GradsFinalHook(reduce) : nullptr;
+    loss_sum += model_->forward_backward(store_, batch.tokens, batch.targets, grad_scale, hook,
+                                         micro)
+                    .loss_sum;
     store_.clear_records();  // the dry run lists them; a step keeps none (nothing is live now)
   }
   data_->skip_train_samples(train.global_batch);
@@ -619,43 +620,6 @@ void Trainer::log(const StepMetrics& m, const LogInterval& interval) {
   metrics_file_.flush();
 }
 
-double Trainer::measure_peak_flops() const {
-  if (!device_.is_cpu()) {
-    // The bf16 GEMM rate of this GPU on a large square problem, with data that is not all zeros.
-    constexpr int64_t kN = 8192;
-    constexpr int kRepeats = 10;
-    // The values (multiples of 1/16 in [-1/2, 1/2], exact in bf16) are made on the host in bf16
-    // and pinned memory: one 128 MiB transient outside the run's CPU budget, one copy.
-    const Tensor host =
-        Tensor::empty(Shape{kN, kN}, DType::kBF16, Device::cpu(), pinned_host_memory());
-    auto* h = static_cast<uint16_t*>(host.view().raw());
-    for (int64_t i = 0; i < kN * kN; ++i)
-      h[i] = float_to_bf16(static_cast<float>((i * 7919) % 17 - 8) / 16.0f);
-    const Tensor a = Tensor::empty(Shape{kN, kN}, DType::kBF16, device_);
-    const Tensor c = Tensor::empty(Shape{kN, kN}, DType::kBF16, device_);
-    copy(host, a);
-    ops::matmul(a, false, a, true, c);  // warm-up (and algorithm choice)
-    synchronize(device_);
-    const auto start = Clock::now();
-    for (int i = 0; i < kRepeats; ++i) ops::matmul(a, false, a, true, c);
-    synchronize(device_);
-    return kRepeats * 2.0 * static_cast<double>(kN * kN * kN) / seconds_since(start);
-  }
-  // The fp32 GEMM rate this machine sustains: the realistic ceiling for MFU on the CPU. The best
-  // of several short trials, so that another process busy for a moment does not lower it.
-  constexpr int64_t kN = 512;
-  constexpr int kRepeats = 2;
-  constexpr int kTrials = 8;
-  const Tensor a = Tensor::zeros(Shape{kN, kN}, DType::kF32);
-  const Tensor c = Tensor::zeros(Shape{kN, kN}, DType::kF32);
-  ops::matmul(a, false, a, true, c);  // warm-up
-  double best = 0;
-  for (int trial = 0; trial < kTrials; ++trial) {
-    const auto start = Clock::now();
-    for (int i = 0; i < kRepeats; ++i) ops::matmul(a, false, a, true, c);
-    best = std::max(best, kRepeats * 2.0 * kN * kN * kN / seconds_since(start));
-  }
-  return best;
-}
+double Trainer::measure_peak_flops() const { return ops::measure_gemm_peak_flops(device_); }
 
 }  // namespace memento

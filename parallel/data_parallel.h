@@ -1,14 +1,16 @@
 // Data-parallel gradient reduction. Buckets are ranges of the flat gradient buffer (contract 1),
 // laid out from its end, where backward produces gradients first (lm_head, final norm, last
-// layer), towards the embedding at its start. A bucket's all-reduce starts as soon as backward
-// reports that every gradient in it is final, so communication overlaps the rest of backward.
+// layer), towards the embedding at its start. Backward reports which parameters' gradients are
+// final (flat ranges, in any order); a bucket's all-reduce starts once every element of it is
+// final and every bucket before it has started (the same order on every rank), so communication
+// overlaps the rest of backward.
 #pragma once
 
 #include <memory>
 #include <vector>
 
-#include "core/parameters.h"
 #include "core/parallel/communicator.h"
+#include "core/parameters.h"
 
 namespace memento::parallel {
 
@@ -17,9 +19,10 @@ class GradientReducer {
   // flat_grads: the whole gradient buffer; bucket_elements: target bucket size.
   GradientReducer(const TensorView& flat_grads, Communicator& dp, int64_t bucket_elements);
 
-  // Called by backward on the last micro-batch of a step: every gradient at offsets >= offset is
-  // final. Starts the all-reduce (sum) of each bucket that lies wholly at or after it.
-  void grads_final_from(int64_t offset);
+  // Called by backward on the last micro-batch of a step: the gradients of `range` are final (a
+  // range is reported once per step). Starts the all-reduce (sum) of each bucket that became
+  // ready, in bucket order.
+  void grads_final(FlatRange range);
   // Starts whatever has not started, waits for every bucket, and re-arms for the next step.
   void finish();
 
@@ -28,9 +31,11 @@ class GradientReducer {
  private:
   TensorView grads_;
   Communicator& dp_;
-  std::vector<FlatRange> buckets_;          // from the end of the buffer to its start
+  std::vector<FlatRange> buckets_;           // from the end of the buffer to its start
+  std::vector<int64_t> final_;               // elements of each bucket reported final this step
   std::vector<std::unique_ptr<Work>> work_;  // in flight, one per started bucket
   size_t started_ = 0;                       // buckets_[0, started_) have been started
+  void start_ready();
 };
 
 // Rank r's share of n elements split into `parts` equal ranges (n is a multiple of parts).

@@ -35,7 +35,8 @@ class LinearAttention {
   std::string name_;
   AttentionDims dims_;
   LinearAttentionOptions options_;
-  Linear q_proj_, k_proj_, v_proj_, o_proj_;
+  QkvProjection qkv_;
+  Linear o_proj_;
   ParamRef o_norm_;  // (HS), only when options_.output_norm
 };
 

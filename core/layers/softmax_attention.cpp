@@ -12,27 +12,22 @@ SoftmaxAttention::SoftmaxAttention(ParameterSet& params, const std::string& name
     : name_(name),
       dims_(dims),
       rope_theta_(rope_theta),
-      q_proj_(params, name + ".q_proj", dims.C, dims.NH * dims.HS, init_std),
-      k_proj_(params, name + ".k_proj", dims.C, dims.NKV * dims.HS, init_std),
-      v_proj_(params, name + ".v_proj", dims.C, dims.NKV * dims.HS, init_std),
+      qkv_(params, name, dims, init_std),
       o_proj_(params, name + ".o_proj", dims.NH * dims.HS, dims.C, out_init_std) {
-  MEMENTO_EXPECT(dims.NH > 0 && dims.NKV > 0 && dims.NH % dims.NKV == 0 && dims.HS % 2 == 0,
-                 ShapeError, "SoftmaxAttention ", name, ": need NH a multiple of NKV and an even ",
-                 "head size, got NH ", dims.NH, ", NKV ", dims.NKV, ", HS ", dims.HS);
+  MEMENTO_EXPECT(dims.HS % 2 == 0, ShapeError, "SoftmaxAttention ", name,
+                 ": RoPE needs an even head size, got HS ", dims.HS);
 }
 
 Tensor SoftmaxAttention::forward(LayerContext& ctx, const Tensor& x) {
-  MEMENTO_EXPECT(x.shape().ndim() == 3 && x.size(2) == dims_.C, ShapeError, "SoftmaxAttention ",
-                 name_, ": x: expected (B, T, ", dims_.C, "), got ", x.shape().str());
-  const int64_t B = x.size(0), T = x.size(1), NH = dims_.NH, NKV = dims_.NKV, HS = dims_.HS;
-  const Tensor q = q_proj_.forward(ctx, x).reshape({B, T, NH, HS});   // (B, T, NH, HS)
-  const Tensor k = k_proj_.forward(ctx, x).reshape({B, T, NKV, HS});  // (B, T, NKV, HS)
-  const Tensor v = v_proj_.forward(ctx, x).reshape({B, T, NKV, HS});  // (B, T, NKV, HS)
-  const ops::RopeTable rope = ops::rope_table(T, HS, rope_theta_, ops::stat_dtype(q.dtype()), q.device());
+  const int64_t B = x.size(0), T = x.size(1), NH = dims_.NH, HS = dims_.HS;
+  const auto [q, k, v] = qkv_.forward(ctx, x);  // (B, T, NH, HS), (B, T, NKV, HS) x 2
+  const ops::RopeTable rope =
+      ops::rope_table(T, HS, rope_theta_, ops::stat_dtype(q.dtype()), q.device());
   ops::rope_(q, rope);
   ops::rope_(k, rope);
-  const Tensor att = Tensor::empty(q.shape(), q.dtype(), q.device());   // (B, T, NH, HS)
-  const Tensor lse = Tensor::empty({B, NH, T}, ops::stat_dtype(q.dtype()), q.device());  // (B, NH, T)
+  const Tensor att = Tensor::empty(q.shape(), q.dtype(), q.device());  // (B, T, NH, HS)
+  const Tensor lse =
+      Tensor::empty({B, NH, T}, ops::stat_dtype(q.dtype()), q.device());  // (B, NH, T)
   ops::attention_forward(q, k, v, att, lse);
   // o_proj saves att under its own key; the store counts the shared storage once.
   Tensor y = o_proj_.forward(ctx, att.reshape({B, T, NH * HS}));  // (B, T, C)
@@ -52,20 +47,18 @@ Tensor SoftmaxAttention::backward(LayerContext& ctx, const Tensor& dy) {
   const Tensor v = ctx.store.take(name_ + "/v");      // (B, T, NKV, HS)
   const Tensor att = ctx.store.take(name_ + "/att");  // (B, T, NH, HS)
   const Tensor lse = ctx.store.take(name_ + "/lse");  // (B, NH, T)
-  const int64_t B = q.size(0), T = q.size(1), NH = dims_.NH, NKV = dims_.NKV, HS = dims_.HS;
+  const int64_t T = q.size(1), HS = dims_.HS;
   const Tensor datt = o_proj_.backward(ctx, dy).reshape(q.shape());  // (B, T, NH, HS)
   const Device device = datt.device();
   const Tensor dq = Tensor::empty(q.shape(), q.dtype(), device);  // (B, T, NH, HS)
   const Tensor dk = Tensor::empty(k.shape(), k.dtype(), device);  // (B, T, NKV, HS)
   const Tensor dv = Tensor::empty(v.shape(), v.dtype(), device);  // (B, T, NKV, HS)
   ops::attention_backward(q, k, v, att, lse, datt, dq, dk, dv);
-  const ops::RopeTable rope = ops::rope_table(T, HS, rope_theta_, ops::stat_dtype(q.dtype()), device);
+  const ops::RopeTable rope =
+      ops::rope_table(T, HS, rope_theta_, ops::stat_dtype(q.dtype()), device);
   ops::rope_backward_(dq, rope);
   ops::rope_backward_(dk, rope);
-  Tensor dx = q_proj_.backward(ctx, dq.reshape({B, T, NH * HS}));  // (B, T, C)
-  k_proj_.backward_accumulate(ctx, dk.reshape({B, T, NKV * HS}), dx);
-  v_proj_.backward_accumulate(ctx, dv.reshape({B, T, NKV * HS}), dx);
-  return dx;
+  return qkv_.backward(ctx, dq, dk, dv);  // (B, T, C)
 }
 
 }  // namespace memento

@@ -3,15 +3,9 @@
 #include <string>
 
 #include "core/layers/linear.h"
+#include "core/layers/qkv_projection.h"
 
 namespace memento {
-
-struct AttentionDims {
-  int64_t C;     // model width
-  int64_t NH;    // query heads
-  int64_t NKV;   // key/value heads; NH % NKV == 0 (grouped-query attention)
-  int64_t HS;    // head size
-};
 
 // Causal softmax self-attention with grouped-query heads and RoPE (rotate-half convention, as
 // Hugging Face's Llama: pairs (i, i + HS/2), inv_freq = theta^(-2i/HS), positions 0..T-1).
@@ -31,7 +25,8 @@ class SoftmaxAttention {
   std::string name_;
   AttentionDims dims_;
   float rope_theta_;
-  Linear q_proj_, k_proj_, v_proj_, o_proj_;
+  QkvProjection qkv_;
+  Linear o_proj_;
 };
 
 }  // namespace memento

@@ -48,8 +48,8 @@ void ModelConfig::validate(const std::string& prefix) const {
     MEMENTO_EXPECT(!any_linear || hs == 16 || hs == 32 || hs == 64 || hs == 128, ConfigError,
                    "config: ", prefix, ".n_heads: linear attention on a GPU needs a head size ",
                    "(dim / n_heads) of 16, 32, 64 or 128, got ", hs);
-    MEMENTO_EXPECT(!any_linear || !linear_decay || n_heads <= 128, ConfigError, "config: ",
-                   prefix, ".n_heads: linear attention with decay on a GPU takes at most 128 ",
+    MEMENTO_EXPECT(!any_linear || !linear_decay || n_heads <= 128, ConfigError, "config: ", prefix,
+                   ".n_heads: linear attention with decay on a GPU takes at most 128 ",
                    "heads, got ", n_heads);
     MEMENTO_EXPECT(!any_softmax || hs <= 256, ConfigError, "config: ", prefix,
                    ".n_heads: softmax attention on a GPU needs a head size of at most 256, got ",

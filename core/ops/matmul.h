@@ -13,6 +13,11 @@ namespace memento::ops {
 void matmul(const TensorView& a, bool transpose_a, const TensorView& b, bool transpose_b,
             const TensorView& c, double alpha = 1.0, double beta = 0.0);
 
+// The GEMM rate this machine sustains on `device`, in FLOP/s: bf16 on a GPU (an 8192^3 problem),
+// fp32 on the CPU (the best of 8 short trials, so that another process busy for a moment does not
+// lower it). The trainer's ceiling for MFU.
+double measure_gemm_peak_flops(Device device);
+
 // Time and floating-point operations spent in matmul since the last reset, summed over calls.
 struct GemmStats {
   double seconds = 0;

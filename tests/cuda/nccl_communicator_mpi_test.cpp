@@ -343,8 +343,8 @@ TEST_F(NcclTest, GradientReducerSumsDeviceGradientsOverRanks) {
     std::vector<double> mine = rank_values(rank(), n);
     for (double& v : mine) v *= step;
     copy(on_gpu(mine, DType::kF32), grads);
-    reducer.grads_final_from(700);  // the buckets of the last layers first, as backward goes
-    reducer.grads_final_from(300);
+    reducer.grads_final({700, n});  // the buckets of the last layers first, as backward goes
+    reducer.grads_final({300, 700});
     reducer.finish();
     const std::vector<double> got = values_of(grads);
     for (int64_t i = 0; i < n; ++i) {

@@ -1,6 +1,7 @@
-// Loading: each registered tensor slice is assembled from the slices that any number of ranks
-// saved (resharding), straight into its buffer; the rank file of the same rank alone serves when
-// the registered slices are exactly the saved ones (resuming with the world that saved).
+// Loading: each registered tensor region (whole, flat range or box) is assembled from the slices
+// of any kind that any number of ranks saved (resharding), straight into its buffer; the rank
+// file of the same rank alone serves when the registered slices are exactly the saved ones
+// (resuming with the world and layout that saved).
 #include <algorithm>
 #include <cstdio>
 #include <string>

@@ -49,7 +49,8 @@ void write_entry(hid_t file, hid_t lcpl, const StateEntry& entry, const std::str
   const void* data = nullptr;
   const char* string_data = nullptr;
   if (entry.kind == EntryKind::kTensor) {
-    // A partial slice is registered 1-D, so it is stored as a 1-D dataset of its length.
+    // A flat slice is registered 1-D, so it is stored as a 1-D dataset of its length; a box
+    // with the box's shape.
     const TensorView& t = entry.tensor;
     if (t.ndim() == 0) {
       space = H5Space(HDF5_CHECK(H5Screate(H5S_SCALAR), where));
@@ -86,10 +87,14 @@ void write_entry(hid_t file, hid_t lcpl, const StateEntry& entry, const std::str
   if (entry.kind == EntryKind::kTensor) {
     h5::write_attr_string(dataset.get(), h5::kDTypeAttr,
                           std::string(dtype_name(entry.tensor.dtype())), where);
-    if (entry.is_partial()) {
-      std::vector<int64_t> full(entry.full_shape.ndim());
-      for (int i = 0; i < entry.full_shape.ndim(); ++i) full[i] = entry.full_shape[i];
-      h5::write_attr_i64_array(dataset.get(), h5::kFullShapeAttr, full, where);
+    if (entry.is_box || entry.is_partial()) {
+      h5::write_attr_i64_array(dataset.get(), h5::kFullShapeAttr, h5::dims_of(entry.full_shape),
+                               where);
+    }
+    if (entry.is_box) {
+      h5::write_attr_i64_array(dataset.get(), h5::kBoxStartAttr, h5::dims_of(entry.box_start),
+                               where);
+    } else if (entry.is_partial()) {
       h5::write_attr_i64(dataset.get(), h5::kOffsetAttr, entry.offset, where);
     }
   }
@@ -184,7 +189,8 @@ void publish(const std::string& root, const std::string& tmp_dir, const std::str
 // Complete step directories of `root`, newest first. With `skipped`, every step_* directory that
 // is not complete is added to it with the reason.
 std::vector<std::pair<int64_t, std::string>> complete_checkpoints(
-    const std::string& root, std::vector<std::pair<int64_t, SkippedCheckpoint>>* skipped = nullptr) {
+    const std::string& root,
+    std::vector<std::pair<int64_t, SkippedCheckpoint>>* skipped = nullptr) {
   std::vector<std::pair<int64_t, std::string>> found;
   std::error_code error;
   for (const auto& item : fs::directory_iterator(root, error)) {
@@ -264,7 +270,7 @@ std::optional<std::string> checkpoint_problem(const std::string& dir) {
       if (!fs::exists(path, error)) {
         return r == 0 ? name + " is missing"
                       : memento::detail::concat(name, " is missing (", rank_file_name(0), " says ",
-                                       world, " ranks saved)");
+                                                world, " ranks saved)");
       }
       const H5File file = h5::open_hdf5_file(path);
       const std::string where = path + ": root";
@@ -277,7 +283,7 @@ std::optional<std::string> checkpoint_problem(const std::string& dir) {
       if (world < 1) return memento::detail::concat(name, " says ", world, " ranks saved");
       if (file_world != world) {
         return memento::detail::concat(name, " says ", file_world, " ranks saved, ",
-                              rank_file_name(0), " says ", world);
+                                       rank_file_name(0), " says ", world);
       }
     }
   } catch (const CheckpointError& e) {
@@ -304,8 +310,9 @@ CheckpointSearch search_checkpoints(const std::string& root) {
       search.found = dir;
       return search;
     }
-    search.skipped.push_back({dir, memento::detail::concat("named by ", join_path(root, kLatestFileName),
-                                                  " but not usable: ", *problem)});
+    search.skipped.push_back(
+        {dir, memento::detail::concat("named by ", join_path(root, kLatestFileName),
+                                      " but not usable: ", *problem)});
   }
   std::vector<std::pair<int64_t, SkippedCheckpoint>> skipped;
   const auto found = complete_checkpoints(root, &skipped);

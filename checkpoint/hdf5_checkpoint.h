@@ -4,9 +4,10 @@
 //   save_checkpoint(registry, "ckpt", step);                  // ckpt/step_000000100/rank_00000.h5
 //   if (auto dir = find_latest("ckpt")) load_checkpoint(registry, *dir);
 //
-//   // W data-parallel ranks, each registering its slices (StateRegistry::add_tensor_slice):
+//   // W ranks, each registering its slices (StateRegistry::add_tensor_slice for ZeRO-1 flat
+//   // ranges, add_tensor_box for tensor-parallel blocks):
 //   save_checkpoint(registry, "ckpt", step, comm.rank(), comm.size(), [&] { comm.barrier(); });
-//   load_checkpoint(registry, *find_latest("ckpt"), comm.rank());  // any W at save time
+//   load_checkpoint(registry, *find_latest("ckpt"), comm.rank());  // any W and layout at save
 //
 // Every failure that is the file's or the filesystem's fault throws CheckpointError naming the
 // file and the tensor or attribute at fault. HDF5 calls are serialized by a process-wide lock,
@@ -41,8 +42,9 @@ struct LoadOptions {
   bool allow_unregistered = false;
 };
 
-// Restores every registered entry in place, whatever the number of ranks that saved: each
-// registered tensor slice is assembled from the slices in all rank files (resharding); scalars
+// Restores every registered entry in place, whatever the number of ranks and the layout that
+// saved: each registered tensor region (whole, flat range or box) is assembled from the slices
+// of any kind in all rank files (resharding); scalars
 // and strings come from rank_00000.h5. When rank_<rank>.h5 stores exactly the registered slices
 // (resuming with the world that saved), only it is read. Before any buffer is written it checks
 // the format version, that every entry is present with the registered kind, dtype and full shape,

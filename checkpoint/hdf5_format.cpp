@@ -52,6 +52,12 @@ std::string dims_str(const std::vector<int64_t>& dims) {
   return s + "]";
 }
 
+std::vector<int64_t> dims_of(const Shape& shape) {
+  std::vector<int64_t> dims(shape.ndim());
+  for (int i = 0; i < shape.ndim(); ++i) dims[i] = shape[i];
+  return dims;
+}
+
 std::vector<int64_t> dataset_dims(hid_t dataset, const std::string& where) {
   const H5Space space(HDF5_CHECK(H5Dget_space(dataset), where));
   const int ndim = HDF5_CHECK(H5Sget_simple_extent_ndims(space.get()), where);

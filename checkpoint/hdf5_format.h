@@ -14,8 +14,9 @@ namespace memento::checkpoint::h5 {
 
 inline constexpr char kChecksumAttr[] = "crc32c";       // every dataset
 inline constexpr char kDTypeAttr[] = "dtype";           // every tensor
-inline constexpr char kFullShapeAttr[] = "full_shape";  // a partial slice: the tensor's shape
-inline constexpr char kOffsetAttr[] = "offset";         // a partial slice: its first element
+inline constexpr char kFullShapeAttr[] = "full_shape";  // a slice: the whole tensor's shape
+inline constexpr char kOffsetAttr[] = "offset";         // a flat slice: its first element
+inline constexpr char kBoxStartAttr[] = "box_start";    // a box slice: its first index
 
 // The HDF5 type a dtype is stored as (the narrow floats as unsigned integers, bit for bit).
 hid_t storage_type(DType dtype);
@@ -23,6 +24,8 @@ hid_t storage_type(DType dtype);
 std::string describe_type(hid_t type);
 // "[4, 8]"
 std::string dims_str(const std::vector<int64_t>& dims);
+// A shape's dimensions (or an index's entries) as an attribute stores them.
+std::vector<int64_t> dims_of(const Shape& shape);
 // The dimensions of a dataset ({} for a scalar dataspace).
 std::vector<int64_t> dataset_dims(hid_t dataset, const std::string& where);
 // "<path>: tensor model/w", the prefix of every message about one entry of one file.

@@ -1,6 +1,7 @@
-// Loading: each registered tensor slice is assembled from the slices that any number of ranks
-// saved (resharding), straight into its buffer; the rank file of the same rank alone serves when
-// the registered slices are exactly the saved ones (resuming with the world that saved).
+// Loading: each registered tensor region (whole, flat range or box) is assembled from the slices
+// of any kind that any number of ranks saved (resharding), straight into its buffer; the rank
+// file of the same rank alone serves when the registered slices are exactly the saved ones
+// (resuming with the world and layout that saved).
 #include <algorithm>
 #include <cstdio>
 #include <string>
@@ -93,10 +94,44 @@ RankFile open_member(const std::string& dir, int rank) {
 
 // What one rank file stores of one tensor.
 struct StoredSlice {
-  size_t file = 0;     // index into the opened RankFiles
-  ElementRange range;  // elements of the logical tensor
+  size_t file = 0;      // index into the opened RankFiles
+  TensorRegion region;  // which part of the logical tensor, laid out as the dataset is
   uint32_t checksum = 0;
 };
+
+// The part of the tensor of shape `full` that a dataset of dimensions `dims` stores, from its
+// slice attributes: a flat range (offset), a box (box_start) or, with neither, all of it. Throws
+// CheckpointError unless the part lies inside the tensor.
+TensorRegion stored_region(hid_t d, const std::vector<int64_t>& dims, const Shape& full,
+                           const std::string& where) {
+  const auto malformed = [&](const std::string& what) {
+    return CheckpointError(::memento::detail::concat(where, ": malformed slice: dataset ",
+                                                     h5::dims_str(dims), " ", what,
+                                                     " of full shape ", full.str()));
+  };
+  if (h5::has_attr(d, h5::kOffsetAttr, where)) {
+    const int64_t offset = h5::read_attr_i64(d, h5::kOffsetAttr, where);
+    if (dims.size() != 1 || offset < 0 || offset + dims[0] > full.numel()) {
+      throw malformed(::memento::detail::concat("at offset ", offset));
+    }
+    return TensorRegion::flat(full, {offset, offset + dims[0]});
+  }
+  if (h5::has_attr(d, h5::kBoxStartAttr, where)) {
+    const std::vector<int64_t> start = h5::read_attr_i64_array(d, h5::kBoxStartAttr, where);
+    const auto at = ::memento::detail::concat("at box start ", h5::dims_str(start));
+    if (static_cast<int>(dims.size()) != full.ndim() || start.size() != dims.size()) {
+      throw malformed(at);
+    }
+    TensorBox box = TensorBox::whole(full);
+    for (int i = 0; i < full.ndim(); ++i) {
+      box.start = box.start.with_dim(i, start[i]);
+      box.count = box.count.with_dim(i, dims[i]);
+    }
+    if (!box.inside(full)) throw malformed(at);
+    return TensorRegion::of_box(full, box);
+  }
+  return TensorRegion::whole(full);
+}
 
 // The slice of `entry`'s tensor that `file` stores, checked against the registered dtype and full
 // shape.
@@ -119,36 +154,14 @@ StoredSlice inspect_slice(const RankFile& file, size_t index, const StateEntry& 
                  ", expected ", h5::describe_type(type));
 
   const std::vector<int64_t> dims = h5::dataset_dims(d, where);
-  std::vector<int64_t> full = dims;
-  StoredSlice slice{index, {}, 0};
-  int64_t full_numel = 1;
-  if (h5::has_attr(d, h5::kOffsetAttr, where)) {  // a partial slice
-    full = h5::read_attr_i64_array(d, h5::kFullShapeAttr, where);
-    const int64_t offset = h5::read_attr_i64(d, h5::kOffsetAttr, where);
-    bool valid = dims.size() == 1 && offset >= 0 && full.size() <= Shape::kMaxDims;
-    for (int64_t n : full) {
-      valid = valid && n >= 0;
-      full_numel *= n;
-    }
-    MEMENTO_EXPECT(valid && offset + dims[0] <= full_numel, CheckpointError, where,
-                   ": malformed slice: dataset ", h5::dims_str(dims), " at offset ", offset,
-                   " of full shape ", h5::dims_str(full));
-    slice.range = {offset, offset + dims[0]};
-  } else {
-    for (int64_t n : dims) full_numel *= n;
-    slice.range = {0, full_numel};
-  }
-  const Shape& expected = entry.full_shape;
-  bool same = static_cast<int>(full.size()) == expected.ndim();
-  for (int i = 0; same && i < expected.ndim(); ++i) same = full[i] == expected[i];
-  MEMENTO_EXPECT(same, CheckpointError, where, ": expected shape ", expected.str(), ", found ",
-                 h5::dims_str(full));
-  slice.checksum = h5::read_attr_u32(d, h5::kChecksumAttr, where);
-  return slice;
-}
-
-ElementRange registered_range(const StateEntry& entry) {
-  return {entry.offset, entry.offset + entry.tensor.numel()};
+  const bool slice =
+      h5::has_attr(d, h5::kOffsetAttr, where) || h5::has_attr(d, h5::kBoxStartAttr, where);
+  const std::vector<int64_t> full =
+      slice ? h5::read_attr_i64_array(d, h5::kFullShapeAttr, where) : dims;
+  MEMENTO_EXPECT(full == h5::dims_of(entry.full_shape), CheckpointError, where, ": expected shape ",
+                 entry.full_shape.str(), ", found ", h5::dims_str(full));
+  return {index, stored_region(d, dims, entry.full_shape, where),
+          h5::read_attr_u32(d, h5::kChecksumAttr, where)};
 }
 
 // True, with `stored` filled in, when `file` stores exactly the registered slice of every
@@ -165,7 +178,7 @@ bool holds_exactly(const RankFile& file, size_t index, const StateRegistry& regi
     } catch (const CheckpointError&) {
       return false;  // the full check below reports it
     }
-    if (found[i].back().range != registered_range(entry)) return false;
+    if (!(found[i].back().region == entry.region())) return false;
   }
   stored = std::move(found);
   return true;
@@ -231,24 +244,27 @@ T read_number(const OpenScalar& open, const std::string& path) {
   return value;
 }
 
-// Reads the pieces of `plan` from their stored slices into the entry's buffer, verifying each
-// stored slice's checksum.
+// Reads the pieces of `plan` from their stored slices into the entry's buffer, one read per
+// stored slice, verifying each stored slice's checksum.
 void read_tensor(const StateEntry& entry, const CoverPlan& plan,
                  const std::vector<StoredSlice>& stored, const std::vector<RankFile>& files) {
   const DType dtype = entry.tensor.dtype();
-  const size_t element_size = dtype_size(dtype);
+  const TensorRegion dest = entry.region();
+  std::vector<std::vector<TensorBox>> pieces(stored.size());
+  std::vector<size_t> sources;  // in the order the plan first takes them
   for (const SlicePiece& piece : plan.pieces) {
-    const StoredSlice& slice = stored[piece.source];
+    if (pieces[piece.source].empty()) sources.push_back(piece.source);
+    pieces[piece.source].push_back(piece.box);
+  }
+  for (const size_t source : sources) {
+    const StoredSlice& slice = stored[source];
     const RankFile& file = files[slice.file];
     const std::string where = h5::entry_where(file.path, entry);
     const H5Dataset dataset(
         HDF5_CHECK(H5Dopen2(file.file.get(), entry.name.c_str(), H5P_DEFAULT), where));
-    void* dest = static_cast<char*>(entry.tensor.raw()) +
-                 static_cast<size_t>(piece.range.begin - entry.offset) * element_size;
-    const ElementRange wanted{piece.range.begin - slice.range.begin,
-                              piece.range.end - slice.range.begin};
-    const uint32_t computed = h5::read_range_checksummed(dataset.get(), h5::storage_type(dtype),
-                                                         element_size, wanted, dest, where);
+    const uint32_t computed =
+        h5::read_pieces_checksummed(dataset.get(), h5::storage_type(dtype), dtype_size(dtype),
+                                    slice.region, pieces[source], dest, entry.tensor.raw(), where);
     verify_checksum(slice.checksum, computed, where);
   }
 }
@@ -329,12 +345,12 @@ void load_checkpoint(const StateRegistry& registry, const std::string& checkpoin
         }
       }
     }
-    std::vector<ElementRange> ranges;
-    for (const StoredSlice& s : stored[i]) ranges.push_back(s.range);
-    plans[i] = plan_cover(registered_range(entry), ranges);
+    std::vector<TensorRegion> regions;
+    for (const StoredSlice& s : stored[i]) regions.push_back(s.region);
+    plans[i] = plan_cover(entry.region(), regions);
     MEMENTO_EXPECT(!plans[i].gap, CheckpointError, where_all, ": tensor ", entry.name,
-                   ": elements [", plans[i].gap->begin, ", ", plans[i].gap->end,
-                   ") of the saved tensor are in no rank file");
+                   ": elements ", plans[i].gap->str(), " of the saved tensor (shape ",
+                   entry.full_shape.str(), ") are in no rank file");
   }
 
   // Tensors straight into their buffers; scalars and strings staged until all is verified.

@@ -70,6 +70,35 @@ void StateRegistry::add_tensor_slice(std::string name, TensorView local, Shape f
   add(std::move(entry));
 }
 
+void StateRegistry::add_tensor_box(std::string name, TensorView local, Shape full_shape,
+                                   const TensorBox& box) {
+  MEMENTO_CHECK(box.inside(full_shape), "state tensor box ", name, ": ", box.str(),
+                " is not a box of a tensor of shape ", full_shape.str());
+  MEMENTO_CHECK(local.shape() == box.count, "state tensor box ", name, ": the view has shape ",
+                local.shape().str(), ", the box ", box.count.str());
+  if (box == TensorBox::whole(full_shape)) {
+    add_tensor(std::move(name), local);
+    return;
+  }
+  MEMENTO_CHECK(!local.is_meta(), "state tensor ", name, " is a kMeta tensor without storage");
+  MEMENTO_CHECK(local.raw() != nullptr || local.numel() == 0, "state tensor ", name,
+                " has no data pointer");
+  StateEntry entry;
+  entry.name = std::move(name);
+  entry.kind = EntryKind::kTensor;
+  entry.tensor = local;
+  entry.full_shape = full_shape;
+  entry.is_box = true;
+  entry.box_start = box.start;
+  add(std::move(entry));
+}
+
+TensorRegion StateEntry::region() const {
+  if (is_box) return TensorRegion::of_box(full_shape, {box_start, tensor.shape()});
+  if (offset == 0 && tensor.shape() == full_shape) return TensorRegion::whole(full_shape);
+  return TensorRegion::flat(full_shape, {offset, offset + tensor.numel()});
+}
+
 void StateRegistry::add_int(std::string name, int64_t* value) {
   MEMENTO_CHECK(value != nullptr, "state int ", name, " is a null pointer");
   StateEntry entry;

@@ -15,7 +15,9 @@
 #include <unordered_set>
 #include <vector>
 
+#include "checkpoint/slice_plan.h"
 #include "core/tensor.h"
+#include "core/tensor_box.h"
 
 namespace memento::checkpoint {
 
@@ -29,17 +31,24 @@ struct StateEntry {
   int64_t* int_value = nullptr;         // kInt
   double* double_value = nullptr;       // kDouble
   std::string* string_value = nullptr;  // kString
-  // kTensor: `tensor` holds elements [offset, offset + tensor.numel()) of the row-major
-  // flattening of a logical tensor of shape full_shape. A whole tensor has offset 0 and
-  // full_shape == tensor.shape(); a partial slice is 1-D.
+  // kTensor: which part of a logical tensor of shape full_shape `tensor` holds. One of
+  // - the whole tensor: full_shape == tensor.shape(), offset 0, not a box;
+  // - a flat range: elements [offset, offset + tensor.numel()) of the row-major flattening;
+  //   `tensor` is 1-D (a ZeRO-1 shard);
+  // - a box (is_box): indices [box_start[d], box_start[d] + tensor.size(d)) of each dimension d
+  //   (a tensor-parallel shard); box_start has full_shape's number of dimensions.
   Shape full_shape;
   int64_t offset = 0;
+  bool is_box = false;
+  Shape box_start;
 
   std::string_view group() const { return std::string_view(name).substr(0, name.find('/')); }
   // A tensor entry holding only part (possibly none) of its logical tensor.
   bool is_partial() const {
     return kind == EntryKind::kTensor && tensor.numel() != full_shape.numel();
   }
+  // kTensor: the part of the logical tensor `tensor` holds, laid out as `tensor` is.
+  TensorRegion region() const;
 };
 
 class StateRegistry {
@@ -53,6 +62,11 @@ class StateRegistry {
   // empty). `local` must be 1-D and the range inside the tensor (else fatal). A slice covering
   // the whole tensor is the same as add_tensor(name, local viewed with full_shape).
   void add_tensor_slice(std::string name, TensorView local, Shape full_shape, int64_t offset);
+  // Registers the box `box` of the logical tensor `name` of shape full_shape (a tensor-parallel
+  // shard, e.g. ParameterSet::global_box), held row-major in `local`, whose shape must be
+  // box.count; the box must lie inside the tensor (else fatal). A box of the whole tensor is
+  // the same as add_tensor(name, local).
+  void add_tensor_box(std::string name, TensorView local, Shape full_shape, const TensorBox& box);
   void add_int(std::string name, int64_t* value);
   void add_double(std::string name, double* value);
   void add_string(std::string name, std::string* value);

@@ -6,9 +6,26 @@ namespace memento {
 
 ParamRef ParameterSet::declare(const std::string& name, Shape shape, ParamInit init,
                                bool weight_decay) {
+  return declare(name, shape, ShardSpec::whole(), init, weight_decay);
+}
+
+ParamRef ParameterSet::declare(const std::string& name, Shape global_shape, ShardSpec shard,
+                               ParamInit init, bool weight_decay) {
   MEMENTO_CHECK(!allocated(), "declare(", name, ") after allocate()");
   MEMENTO_CHECK(find(name) == nullptr, "parameter declared twice: ", name);
-  entries_.push_back({name, shape, declared_end_, init, weight_decay});
+  Shape shape = global_shape;
+  if (shard != ShardSpec::whole()) {
+    MEMENTO_EXPECT(shard.count >= 1 && 0 <= shard.index && shard.index < shard.count, ShapeError,
+                   "parameter ", name, ": shard ", shard.index, " of ", shard.count,
+                   " does not exist");
+    MEMENTO_EXPECT(0 <= shard.dim && shard.dim < global_shape.ndim(), ShapeError, "parameter ",
+                   name, ": cannot shard dimension ", shard.dim, " of shape ", global_shape.str());
+    MEMENTO_EXPECT(global_shape[shard.dim] % shard.count == 0, ShapeError, "parameter ", name,
+                   ": dimension ", shard.dim, " of shape ", global_shape.str(),
+                   " does not split into ", shard.count, " equal shards");
+    shape = global_shape.with_dim(shard.dim, global_shape[shard.dim] / shard.count);
+  }
+  entries_.push_back({name, shape, declared_end_, init, weight_decay, global_shape, shard});
   declared_end_ += (shape.numel() + kAlignElements - 1) / kAlignElements * kAlignElements;
   return ParamRef{static_cast<int>(entries_.size()) - 1};
 }
@@ -25,6 +42,13 @@ std::vector<ParamRef> ParameterSet::declare_stacked(const std::vector<StackedPar
     refs.push_back(declare(part.name, part.shape, init, weight_decay));
   }
   return refs;
+}
+
+TensorBox ParameterSet::Entry::global_box() const {
+  TensorBox box = TensorBox::whole(global_shape);
+  box.count = shape;
+  if (shard.sharded()) box.start = box.start.with_dim(shard.dim, shard.index * shape[shard.dim]);
+  return box;
 }
 
 void ParameterSet::pad_to_multiple_of(int64_t multiple) {
@@ -56,12 +80,24 @@ void ParameterSet::initialize(uint64_t seed) {
     const uint64_t stream = stream_id(e.name);
     const TensorView v = staging.view().flat_range(e.offset, e.shape);
     const int64_t n = e.shape.numel();
+    // Local element i is element global(i) of the global tensor. The local tensor is a run of
+    // blocks of `block` contiguous elements (its dimensions from shard.dim on); in the global
+    // tensor consecutive blocks are `global_block` apart and this shard's block starts `first`
+    // into each. Unsharded, global(i) == i: the values are those of before sharding existed.
+    const bool sharded = e.shard.sharded();
+    int64_t block = 1;
+    for (int k = e.shard.dim; sharded && k < e.shape.ndim(); ++k) block *= e.shape[k];
+    const int64_t global_block = block * e.shard.count;
+    const int64_t first = block * e.shard.index;
+    const auto global = [&](int64_t i) {
+      return static_cast<uint64_t>(sharded ? i / block * global_block + first + i % block : i);
+    };
     auto fill = [&](auto* p) {
 #pragma omp parallel for schedule(static)
       for (int64_t i = 0; i < n; ++i) {
         switch (e.init.kind) {
           case ParamInit::Kind::kNormal:
-            p[i] = e.init.std * normal01(seed, stream, i);
+            p[i] = e.init.std * normal01(seed, stream, global(i));
             break;
           case ParamInit::Kind::kOnes:
             p[i] = 1;

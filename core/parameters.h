@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/tensor.h"
+#include "core/tensor_box.h"
 
 namespace memento {
 
@@ -33,6 +34,21 @@ struct FlatRange {
   int64_t size() const { return end - begin; }
 };
 
+// Which part of a parameter's global tensor this rank holds: block `index` of `count` equal
+// blocks along dimension `dim` (a tensor-parallel shard). count 1 (the default) is the whole
+// tensor. E.g. a column-parallel (out, in) weight over 4 ranks is {0, rank, 4}; row-parallel is
+// {1, rank, 4}.
+struct ShardSpec {
+  int dim = 0;
+  int64_t index = 0;
+  int64_t count = 1;
+
+  bool sharded() const { return count > 1; }
+  static ShardSpec whole() { return {}; }
+  static ShardSpec blocks(int dim, int64_t index, int64_t count) { return {dim, index, count}; }
+  friend bool operator==(const ShardSpec&, const ShardSpec&) = default;
+};
+
 class ParameterSet {
  public:
   // Offsets are rounded up to this many elements so every view starts cache-line aligned.
@@ -43,7 +59,13 @@ class ParameterSet {
     Shape shape;       // e.g. [out, in] for a linear weight
     int64_t offset;    // in elements, into the flat buffers
     ParamInit init;
-    bool weight_decay;  // false for norms and biases
+    bool weight_decay;   // false for norms and biases
+    Shape global_shape;  // of the whole tensor across the shards; == shape when unsharded
+    ShardSpec shard;     // which block of global_shape this rank holds
+
+    // The box of the global tensor that this rank's `shape` elements are (all of it unsharded):
+    // what a sharded parameter registers with the checkpoint registry (add_tensor_box).
+    TensorBox global_box() const;
   };
 
   // Before allocate(): registers a parameter. Names are unique.
@@ -56,6 +78,12 @@ class ParameterSet {
   };
   std::vector<ParamRef> declare_stacked(const std::vector<StackedPart>& parts, ParamInit init,
                                         bool weight_decay = true);
+  // Before allocate(): registers this rank's shard `shard` of a parameter whose whole tensor has
+  // shape `global_shape`; the local shape (Entry::shape) is global_shape with dimension shard.dim
+  // divided by shard.count. Throws ShapeError naming the parameter unless 0 <= dim < ndim,
+  // 0 <= index < count and count divides global_shape[dim].
+  ParamRef declare(const std::string& name, Shape global_shape, ShardSpec shard, ParamInit init,
+                   bool weight_decay = true);
 
   // Before allocate(): rounds the flat buffers' length up to a multiple of `multiple` elements
   // (times kAlignElements), so that they split into equal aligned shards.
@@ -71,7 +99,9 @@ class ParameterSet {
   void allocate(DType dtype, Device device, MemoryResource* resource, DType compute_dtype);
   bool allocated() const { return values_.defined(); }
   // Fills every value from the counter-based RNG keyed by (seed, name, element index), on the
-  // host (staged and copied for a GPU), then refreshes the compute copy.
+  // host (staged and copied for a GPU), then refreshes the compute copy. The index is the
+  // element's row-major index in the *global* tensor, so every sharding of a parameter holds
+  // the matching block of the same values (ARCHITECTURE contract 7).
   void initialize(uint64_t seed);
   void zero_grads();
   // Rounds the values into the compute copy (after loading or changing values outside the
@@ -97,8 +127,12 @@ class ParameterSet {
   size_t bytes() const { return values_.bytes() + grads_.bytes() + compute_.bytes(); }
   const std::vector<Entry>& entries() const { return entries_; }
   const Entry* find(const std::string& name) const;  // nullptr when absent
-  int64_t numel() const;                             // parameters, without alignment padding
-  int64_t padded_numel() const;                      // length of the flat buffers
+  // entries()[ref.index].global_box(): e.g.
+  //   registry.add_tensor_box("model/" + e.name, params.value(ref), e.global_shape,
+  //                           params.global_box(ref));
+  TensorBox global_box(ParamRef ref) const { return entries_.at(ref.index).global_box(); }
+  int64_t numel() const;         // parameters, without alignment padding
+  int64_t padded_numel() const;  // length of the flat buffers
   DType dtype() const { return values_.dtype(); }
   Device device() const { return values_.device(); }
   TensorView flat_values() const { return values_; }

@@ -21,8 +21,8 @@
 namespace memento::checkpoint {
 namespace {
 
-using test_util::even_bounds;
 using test_util::error_of;
+using test_util::even_bounds;
 using test_util::expect_identical;
 using test_util::flip_byte;
 using test_util::load_as_ranks;
@@ -225,8 +225,8 @@ TEST(MultiRankCheckpoint, ElementsInNoRankFileAreReported) {
   TestState loaded(2, specs);
   EXPECT_EQ(error_of([&] { load_checkpoint(loaded.registry, dir); }),
             dir +
-                ": tensor optim/exp_avg/x: elements [3, 10) of the saved tensor are in no rank "
-                "file");
+                ": tensor optim/exp_avg/x: elements [3:10] of the saved tensor (shape [10]) are "
+                "in no rank file");
   // Rank 0's part alone loads.
   load_checkpoint(shard_of(loaded.registry, {0, 35, 42}, 0), dir, 0);
 }

@@ -62,6 +62,27 @@ TEST(StateRegistry, SlicesKnowTheirTensor) {
   EXPECT_EQ(registry.tensor_bytes(), (10u + 32u) * 4u + 6u * 2u);
 }
 
+TEST(StateRegistry, BoxesKnowTheirTensor) {
+  Tensor local = Tensor::zeros({4, 3}, DType::kF32);  // columns 3..5 of a (4, 12) tensor
+  Tensor whole = Tensor::zeros({4, 12}, DType::kF32);
+  StateRegistry registry;
+  registry.add_tensor_box("model/w", local, {4, 12}, {{0, 3}, {4, 3}});
+  registry.add_tensor_box("model/v", whole, {4, 12}, TensorBox::whole({4, 12}));
+  const StateEntry* box = registry.find("model/w");
+  EXPECT_TRUE(box->is_box);
+  EXPECT_TRUE(box->is_partial());
+  EXPECT_EQ(box->box_start, (Shape{0, 3}));
+  EXPECT_EQ(box->full_shape, (Shape{4, 12}));
+  EXPECT_EQ(box->region(), TensorRegion::of_box({4, 12}, {{0, 3}, {4, 3}}));
+  const StateEntry* all = registry.find("model/v");  // a box of all of it is a whole tensor
+  EXPECT_FALSE(all->is_box);
+  EXPECT_FALSE(all->is_partial());
+  EXPECT_EQ(all->region(), TensorRegion::whole({4, 12}));
+  Tensor flat = Tensor::zeros({10}, DType::kF32);
+  registry.add_tensor_slice("optim/exp_avg/w", flat, {4, 12}, 17);
+  EXPECT_EQ(registry.find("optim/exp_avg/w")->region(), TensorRegion::flat({4, 12}, {17, 27}));
+}
+
 TEST(StateRegistry, ValidNamesHaveAGroupAndCleanSegments) {
   EXPECT_TRUE(valid_state_name("model/model.norm.weight"));
   EXPECT_TRUE(valid_state_name("optim/exp_avg/model.norm.weight"));
@@ -148,6 +169,28 @@ TEST_F(StateRegistryDeathTest, SlicesMustBeOneDimensionalAndInsideTheTensor) {
         registry.add_tensor_slice("model/w", flat.view().flat_range(0, Shape{1}), {4, 8}, -1);
       },
       "outside");
+}
+
+TEST_F(StateRegistryDeathTest, BoxesMustLieInsideTheTensorAndMatchTheirView) {
+  Tensor local = Tensor::zeros({4, 3}, DType::kF32);
+  EXPECT_DEATH(
+      {
+        StateRegistry registry;
+        registry.add_tensor_box("model/w", local, {4, 12}, {{0, 10}, {4, 3}});
+      },
+      "\\[0:4, 10:13\\] is not a box of a tensor of shape \\[4, 12\\]");
+  EXPECT_DEATH(
+      {
+        StateRegistry registry;
+        registry.add_tensor_box("model/w", local, {4, 12}, {{0, 0}, {3, 4}});
+      },
+      "the view has shape \\[4, 3\\], the box \\[3, 4\\]");
+  EXPECT_DEATH(
+      {
+        StateRegistry registry;
+        registry.add_tensor_box("model/w", local, {4, 12}, {{0}, {4}});
+      },
+      "not a box");
 }
 
 }  // namespace

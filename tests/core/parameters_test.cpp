@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/dtype.h"
+#include "core/rng.h"
 #include "memory/resources.h"
 
 namespace memento {
@@ -299,6 +300,125 @@ TEST(ParameterSet, PrecisionsAgree) {
     nonzero += d[i] != 0.0;
   }
   EXPECT_GT(nonzero, 64 * 33 / 2);
+}
+
+// ---- global shapes and shards ---------------------------------------------------------------
+
+// Elements of `box` of a row-major tensor of shape `full` held in `all`, in row-major order.
+std::vector<double> box_of(const std::vector<double>& all, const Shape& full,
+                           const TensorBox& box) {
+  std::vector<double> out;
+  const int n = full.ndim();
+  for (int64_t i = 0; i < full.numel(); ++i) {
+    int64_t rest = i;
+    bool inside = true;
+    for (int d = n - 1; d >= 0; --d) {
+      const int64_t index = rest % full[d];
+      rest /= full[d];
+      inside = inside && box.start[d] <= index && index < box.end(d);
+    }
+    if (inside) out.push_back(all[static_cast<size_t>(i)]);
+  }
+  return out;
+}
+
+TEST(ParameterSet, UnshardedValuesAreTheGeneratorsAtTheLocalIndex) {
+  // What initialize() drew before parameters knew their shards: element i of parameter `name`
+  // is std * normal01(seed, stream_id(name), i), rounded once. Sharding must not change it.
+  ParameterSet ps;
+  const ParamRef w =
+      ps.declare("model.layers.0.mlp.up_proj.weight", Shape{24, 10}, ParamInit::normal(0.02f));
+  const ParamRef v = ps.declare("v", Shape{7}, ShardSpec::whole(), ParamInit::normal(1.5f));
+  ps.allocate(DType::kF32);
+  ps.initialize(77);
+  for (const auto& [ref, std] : {std::pair{w, 0.02f}, std::pair{v, 1.5f}}) {
+    const ParameterSet::Entry& e = ps.entries()[ref.index];
+    EXPECT_EQ(e.global_shape, e.shape);
+    EXPECT_FALSE(e.shard.sharded());
+    EXPECT_EQ(ps.global_box(ref), TensorBox::whole(e.shape));
+    const float* p = ps.value(ref).data<float>();
+    for (int64_t i = 0; i < e.shape.numel(); ++i) {
+      const float expected = std * normal01(77, stream_id(e.name), static_cast<uint64_t>(i));
+      ASSERT_EQ(std::memcmp(&p[i], &expected, sizeof(float)), 0) << e.name << " " << i;
+    }
+  }
+}
+
+// Every rank's shard of a parameter, in column or row blocks over 2 and 4 ranks (several
+// ParameterSets in one process, as ranks would hold them), holds exactly the matching block of
+// the unsharded parameter, bit for bit, in every storage dtype.
+TEST(ParameterSet, EveryShardingInitialisesTheSameFullModel) {
+  const std::string name = "model.layers.1.self_attn.q_proj.weight";
+  const Shape global{16, 12};  // (out, in)
+  const Shape global3{4, 8, 6};
+  for (DType dtype : {DType::kF32, DType::kF64, DType::kBF16}) {
+    ParameterSet whole;
+    const ParamRef w = whole.declare(name, global, ParamInit::normal(0.02f));
+    const ParamRef w3 = whole.declare("three", global3, ParamInit::normal(1.0f));
+    whole.declare("norm", Shape{12}, ParamInit::ones(), false);
+    whole.allocate(dtype);
+    whole.initialize(2025);
+    const std::vector<double> all = values_of(whole.value(w));
+    const std::vector<double> all3 = values_of(whole.value(w3));
+    for (const int count : {2, 4}) {
+      for (const int dim : {0, 1, 2}) {  // row blocks, column blocks, the 3-D tensor's last dim
+        for (int rank = 0; rank < count; ++rank) {
+          ParameterSet shard;
+          shard.declare("padding.first", Shape{5}, ParamInit::normal(1.0f));  // other offsets
+          const ParamRef s =
+              dim < 2 ? shard.declare(name, global, ShardSpec::blocks(dim, rank, count),
+                                      ParamInit::normal(0.02f))
+                      : shard.declare("three", global3, ShardSpec::blocks(1, rank, count),
+                                      ParamInit::normal(1.0f));
+          shard.allocate(dtype);
+          shard.initialize(2025);
+          const ParameterSet::Entry& e = shard.entries()[s.index];
+          const Shape& full = dim < 2 ? global : global3;
+          const int sharded_dim = dim < 2 ? dim : 1;
+          ASSERT_EQ(e.shape, full.with_dim(sharded_dim, full[sharded_dim] / count));
+          EXPECT_EQ(e.global_shape, full);
+          EXPECT_EQ(shard.value(s).shape(), e.shape);  // views keep the local shape
+          const TensorBox box = shard.global_box(s);
+          EXPECT_EQ(box.count, e.shape);
+          EXPECT_EQ(box.start[sharded_dim], rank * e.shape[sharded_dim]);
+          const std::vector<double> expected = box_of(dim < 2 ? all : all3, full, box);
+          ASSERT_EQ(values_of(shard.value(s)), expected)
+              << dtype_name(dtype) << " dim " << sharded_dim << " rank " << rank << "/" << count;
+        }
+      }
+    }
+  }
+}
+
+TEST(ParameterSet, ImpossibleShardsNameTheParameter) {
+  const auto error_of = [](auto&& fn) -> std::string {
+    try {
+      fn();
+    } catch (const ShapeError& e) {
+      return e.what();
+    }
+    return "no ShapeError";
+  };
+  ParameterSet ps;
+  EXPECT_EQ(error_of([&] {
+              ps.declare("w", Shape{10, 6}, ShardSpec::blocks(0, 0, 4), ParamInit::zeros());
+            }),
+            "parameter w: dimension 0 of shape [10, 6] does not split into 4 equal shards");
+  EXPECT_EQ(error_of([&] {
+              ps.declare("w", Shape{10, 6}, ShardSpec::blocks(1, 3, 3), ParamInit::zeros());
+            }),
+            "parameter w: shard 3 of 3 does not exist");
+  EXPECT_EQ(error_of([&] {
+              ps.declare("w", Shape{10, 6}, ShardSpec::blocks(2, 0, 2), ParamInit::zeros());
+            }),
+            "parameter w: cannot shard dimension 2 of shape [10, 6]");
+  EXPECT_EQ(
+      error_of([&] { ps.declare("b", Shape{6}, ShardSpec::blocks(0, -1, 2), ParamInit::zeros()); }),
+      "parameter b: shard -1 of 2 does not exist");
+  EXPECT_TRUE(ps.entries().empty());  // nothing half declared
+  // A shard of one is the whole tensor, even of a 0-d one.
+  ps.declare("s", Shape{}, ShardSpec::blocks(0, 0, 1), ParamInit::ones());
+  EXPECT_EQ(ps.entries().back().shape, Shape{});
 }
 
 }  // namespace

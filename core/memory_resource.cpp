@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/stream.h"
 #ifdef MEMENTO_WITH_CUDA
 #include "core/cuda/device_resource.h"
 #endif
@@ -30,6 +31,18 @@ std::string device_name(Device device) {
       return "meta";
   }
   return "?";
+}
+
+void* MemoryResource::allocate(size_t bytes, StreamView) { return allocate(bytes); }
+
+void MemoryResource::deallocate(void* ptr, size_t bytes, StreamView stream) noexcept {
+  if (ptr == nullptr || stream.is_synchronous()) return deallocate(ptr, bytes);
+  if (stream.device().kind == DeviceKind::kCuda) {
+    // No stream-ordered free here: wait for the stream's work, which may still read or write it.
+    stream.synchronize();
+    return deallocate(ptr, bytes);
+  }
+  enqueue(stream, [this, ptr, bytes] { deallocate(ptr, bytes); });
 }
 
 namespace {

@@ -9,6 +9,8 @@
 
 namespace memento {
 
+class StreamView;  // core/stream.h
+
 enum class DeviceKind : uint8_t { kCpu, kCuda, kMeta };
 
 // Where a tensor lives. kMeta tensors have shapes but no bytes: the dry run executes the model on
@@ -31,6 +33,15 @@ class MemoryResource {
   // Returns at least `bytes` bytes aligned to kAlignment, or throws OutOfMemoryError.
   virtual void* allocate(size_t bytes) = 0;
   virtual void deallocate(void* ptr, size_t bytes) noexcept = 0;
+  // Stream-ordered (core/stream.h): the bytes are for work queued on `stream` from now on. The
+  // default allocates now (allocate(bytes)), which is right for every stream.
+  virtual void* allocate(size_t bytes, StreamView stream);
+  // Frees in `stream`'s order: the block is not handed out again before the work queued on
+  // `stream` so far has finished. Work on other streams that used it must be ordered before this
+  // call by the caller (stream.wait(event)). The default, for memory without a stream-ordered
+  // free: at once on a synchronous stream; as the next work of a CPU Stream (on its worker, so
+  // the resource must be thread-safe); after synchronising a GPU stream.
+  virtual void deallocate(void* ptr, size_t bytes, StreamView stream) noexcept;
   virtual Device device() const = 0;
   virtual std::string name() const = 0;
 
@@ -62,6 +73,8 @@ class SystemResource final : public MemoryResource {
   SystemResource(const SystemResource&) = delete;
   SystemResource& operator=(const SystemResource&) = delete;
 
+  using MemoryResource::allocate;  // and the stream-ordered overloads
+  using MemoryResource::deallocate;
   void* allocate(size_t bytes) override;
   void deallocate(void* ptr, size_t bytes) noexcept override;
   Device device() const override { return Device::cpu(); }
@@ -111,6 +124,8 @@ class ScratchBuffer {
 // Hands out nothing: every pointer is null. Backs kMeta tensors.
 class MetaResource final : public MemoryResource {
  public:
+  using MemoryResource::allocate;
+  using MemoryResource::deallocate;
   void* allocate(size_t) override { return nullptr; }
   void deallocate(void*, size_t) noexcept override {}
   Device device() const override { return Device::meta(); }

@@ -115,7 +115,8 @@ class Tensor {
 // Throws ShapeError naming `what` when t's shape is not `expected`.
 void expect_shape(const TensorView& t, const Shape& expected, const char* what);
 void expect_dtype(const TensorView& t, DType expected, const char* what);
-// Copies src into dst (same shape; dtypes may differ, converting).
+// Copies src into dst (same shape; dtypes may differ, converting). Synchronous; copy_async
+// (core/stream.h) queues a same-dtype copy on a stream.
 void copy(const TensorView& src, const TensorView& dst);
 void fill_zero(const TensorView& t);
 

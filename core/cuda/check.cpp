@@ -26,7 +26,7 @@ int cuda_device_count() {
 
 bool cuda_available() { return cuda_device_count() > 0; }
 
-CudaStream::CudaStream() { CUDA_CHECK(cudaStreamCreate(&stream_)); }
+CudaStream::CudaStream() { CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking)); }
 
 CudaStream::~CudaStream() {
   if (stream_) (void)cudaStreamDestroy(stream_);

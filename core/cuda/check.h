@@ -22,8 +22,10 @@ bool cuda_available();
 // Number of visible devices, 0 when cuda_available() is false.
 int cuda_device_count();
 
-// RAII stream on the current device (a blocking stream: it orders with the legacy default
-// stream, which the memory resources use). Move-only.
+// RAII stream on the current device, created non-blocking: it does not synchronise with the
+// legacy default stream (the compute stream), so its work overlaps compute; order it with events.
+// Move-only. Code outside core/cuda/ uses memento::Stream (core/stream.h), which works on both
+// backends.
 class CudaStream {
  public:
   CudaStream();
@@ -75,10 +77,10 @@ class DeviceGuard {
 }  // namespace memento::cuda
 
 // Fatal when the CUDA call does not return cudaSuccess. Evaluates expr once.
-#define CUDA_CHECK(expr)                                                        \
-  do {                                                                          \
-    const cudaError_t memento_cuda_status_ = (expr);                            \
-    if (memento_cuda_status_ != cudaSuccess)                                    \
+#define CUDA_CHECK(expr)                                                                    \
+  do {                                                                                      \
+    const cudaError_t memento_cuda_status_ = (expr);                                        \
+    if (memento_cuda_status_ != cudaSuccess)                                                \
       ::memento::cuda::detail::fatal_cuda(__FILE__, __LINE__, #expr, memento_cuda_status_); \
   } while (0)
 

@@ -9,13 +9,17 @@
 
 namespace memento::cuda {
 
-// Device memory on one GPU from a cudaMallocAsync pool that keeps freed memory cached.
-// Allocation and release are ordered on the legacy default stream (see the .cpp).
+// Device memory on one GPU from a cudaMallocAsync pool that keeps freed memory cached, ordered on
+// streams: allocate(bytes)/deallocate(ptr, bytes) on the compute stream (the legacy default
+// stream), the StreamView overloads on the stream given (a GPU stream of this device). A block
+// freed on one stream goes to another only when that is safe (the driver's reuse rules: the .cpp).
 class CachingDeviceResource final : public MemoryResource {
  public:
   explicit CachingDeviceResource(int device);
   void* allocate(size_t bytes) override;  // throws OutOfMemoryError when the GPU is full
   void deallocate(void* ptr, size_t bytes) noexcept override;
+  void* allocate(size_t bytes, StreamView stream) override;
+  void deallocate(void* ptr, size_t bytes, StreamView stream) noexcept override;
   Device device() const override { return {DeviceKind::kCuda, device_}; }
   std::string name() const override;
   size_t bytes_in_use() const { return in_use_.load(); }
@@ -34,6 +38,8 @@ class CachingDeviceResource final : public MemoryResource {
 // the GPU can run asynchronously at full bandwidth.
 class PinnedHostResource final : public MemoryResource {
  public:
+  using MemoryResource::allocate;  // stream overloads: the defaults (cudaFreeHost synchronises)
+  using MemoryResource::deallocate;
   void* allocate(size_t bytes) override;
   void deallocate(void* ptr, size_t bytes) noexcept override;
   Device device() const override { return Device::cpu(); }

@@ -13,6 +13,7 @@
 
 #include "core/error.h"
 #include "memory/activation_policy.h"
+#include "optim/optimizer.h"
 
 namespace memento {
 
@@ -571,7 +572,9 @@ void apply_override(YAML::Node root, const std::string& arg, Source& source) {
     // A whole word of the message: not a prefix of a longer key, not part of another word.
     for (size_t at = rest.find(key); at != std::string::npos; at = rest.find(key, at + 1)) {
       const size_t end = at + key.size();
-      const auto word = [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.'; };
+      const auto word = [](char c) {
+        return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.';
+      };
       if ((at == 0 || !word(rest[at - 1])) && (end == rest.size() || !word(rest[end]))) {
         paths.push_back(key);
         break;
@@ -672,7 +675,7 @@ void TrainConfig::validate() const {
 }
 
 void OptimConfig::validate() const {
-  one_of(name, kOptimizers, "optim.name");
+  one_of(name, optim::optimizer_names(), "optim.name");
   positive(lr, "optim.lr");
   non_negative(min_lr, "optim.min_lr");
   if (min_lr > lr) invalid("optim.min_lr = ", min_lr, " exceeds optim.lr = ", lr);

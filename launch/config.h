@@ -51,11 +51,10 @@ struct TrainConfig {
   bool operator==(const TrainConfig&) const = default;
 };
 
-inline const std::vector<std::string> kOptimizers = {"adamw"};
 inline const std::vector<std::string> kLrSchedules = {"cosine", "linear", "constant"};
 
 struct OptimConfig {
-  std::string name = "adamw";       // one of kOptimizers
+  std::string name = "adamw";       // one of optim::optimizer_names()
   double lr = 3e-4;                 // peak learning rate, reached after warmup_steps
   double min_lr = 3e-5;             // end of the decay
   int64_t warmup_steps = 10;        // linear warmup from 0
@@ -81,10 +80,8 @@ struct CheckpointConfig {
   bool operator==(const CheckpointConfig&) const = default;
 };
 
-inline const std::vector<std::string> kActivationPolicies = {"keep"};
-
 struct MemoryConfig {
-  std::string activation_policy = "keep";  // one of kActivationPolicies
+  std::string activation_policy = "keep";  // one of activation_policies()
   int64_t budget_bytes = 0;                // 0 = unlimited; else the CPU allocations are capped
   void validate() const;
   bool operator==(const MemoryConfig&) const = default;

@@ -4,7 +4,7 @@
 
 #include "core/error.h"
 #include "memory/resources.h"
-#include "optim/adamw.h"
+#include "optim/optimizer.h"
 
 namespace memento {
 
@@ -13,14 +13,16 @@ RunPlan plan_run(const Config& config, const std::string& device) {
   const int64_t dp = config.parallel.dp;
   const bool zero1 = config.parallel.zero1 && dp > 1;
   RunPlan run;
-  run.memory = plan_memory(config.model, t.micro_batch, t.seq_len,
-                           optim::AdamW::state_bytes_per_param(config.model.master_dtype()));
+  run.memory =
+      plan_memory(config.model, t.micro_batch, t.seq_len,
+                  optim::state_bytes_per_param(config.optim.name, config.model.master_dtype()));
   if (zero1) {
     // Each rank holds the states of 1/dp of the buffer, padded to equal shards.
-    const size_t per_param = optim::AdamW::state_bytes_per_param(config.model.master_dtype());
+    const size_t per_param =
+        optim::state_bytes_per_param(config.optim.name, config.model.master_dtype());
     const size_t params = run.memory.optimizer_states / per_param;
-    run.memory.optimizer_states = (params + static_cast<size_t>(dp) - 1) /
-                                  static_cast<size_t>(dp) * per_param;
+    run.memory.optimizer_states =
+        (params + static_cast<size_t>(dp) - 1) / static_cast<size_t>(dp) * per_param;
   }
   const bool mixed = config.model.dtype == DType::kBF16;
   run.title = detail::concat(

@@ -1,8 +1,10 @@
 // The training loop: builds the model, optimizer and data from a Config, prints the memory plan,
-// trains, evaluates, logs and checkpoints. launch/trainer.cpp's step() is one training step,
-// top to bottom.
+// trains, evaluates, logs and checkpoints. launch/trainer.cpp's train_step() is one training
+// step, top to bottom; launch/trainer_state.cpp publishes, saves and restores the run's state and
+// writes its logs.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <fstream>
 #include <memory>
@@ -11,24 +13,24 @@
 #include <vector>
 
 #include "checkpoint/state_registry.h"
+#include "checkpoint/state_staging.h"
 #include "core/data/sampler.h"
 #include "core/model/llama.h"
 #include "launch/config.h"
+#include "memory/activation_policy.h"
 #include "memory/activation_store.h"
 #include "memory/memory_plan.h"
 #include "memory/resources.h"
-#include "optim/adamw.h"
 #include "optim/lr_schedule.h"
+#include "optim/optimizer.h"
 #include "parallel/data_parallel.h"
+#include "parallel/pipeline_schedule.h"
 #include "parallel/process_groups.h"
 
 namespace memento {
 
 // A micro-batch: inputs and next-token targets, both (B, T) i32.
-struct Batch {
-  Tensor tokens;
-  Tensor targets;
-};
+using Batch = parallel::MicroBatch;
 
 struct StepMetrics {
   int64_t step = 0;  // 1-based number of the update just taken
@@ -73,19 +75,45 @@ class Trainer {
 
   int64_t step() const { return step_; }
   const LlamaModel& model() const { return *model_; }
-  const optim::AdamW& optimizer() const { return *optimizer_; }
+  const optim::Optimizer& optimizer() const { return *optimizer_; }
   double evaluate();  // mean validation loss over train.eval_batches micro-batches
-  const KeepActivationStore& activation_store() const { return store_; }
+  const RecordingActivationStore& activation_store() const { return *store_; }
 
  private:
+  // init()'s steps, in order.
+  void install_memory_resources();
+  void select_device();
+  void write_run_files();
+  void load_data();
+  void build_model();
+  void build_optimizer_and_reduction();
+  void publish_state();
+  void report_model();
+  void resume_or_initialize(Resume resume);
+  void finish_start_up();
   void init(Resume resume);
-  void resume_latest(Resume resume);
-  void open_metrics_file();
+
+  // train_step()'s pieces.
+  void begin_step_measurements();
+  double reduce_gradients(double loss_sum);
+  double checked_grad_norm(double loss_sum) const;
+  void gather_zero1_shards();
+  StepMetrics step_metrics(std::chrono::steady_clock::time_point start, double loss_sum, double lr,
+                           double grad_norm);
+  // What the ranks agreed to do at a step boundary (signals, SIGUSR1's save request).
+  struct Requests {
+    int stop_signal = 0;  // 0: none
+    bool save = false;
+  };
+  Requests agree_on_requests();
+  void snapshot_hook(const Requests& requests);
   StepMetrics train_step();
-  void register_state();
-  Batch next_micro_batch(int64_t micro, std::vector<int32_t>& windows);
+
+  // launch/trainer_state.cpp
+  void resume_latest(Resume resume);
   void restore(const std::string& checkpoint_dir);
   void save();
+  void open_metrics_file();
   // The steps a metrics line reports on.
   struct LogInterval {
     int64_t steps = 0;
@@ -97,14 +125,13 @@ class Trainer {
       loss_sum += m.loss;
     }
   };
-  void log(const StepMetrics& m, const LogInterval& interval);
-  double measure_peak_flops() const;
+  void log(const StepMetrics& m);
+
+  Batch next_micro_batch(int64_t micro, std::vector<int32_t>& windows);
+  Batch load_batch(const std::vector<int32_t>& windows);
   // Gradients and ZeRO-1 gathers go over NCCL on a GPU, over the MPI dp group on the CPU.
   parallel::Communicator& grad_comm() { return groups_.device_dp(); }
   TrackingResource& tracked_memory() { return gpu_memory_ ? *gpu_memory_ : memory_; }
-  Batch load_batch(const std::vector<int32_t>& windows);
-  void copy_state_to_host();
-  void copy_state_from_host();
 
   Config config_;
   std::unique_ptr<parallel::ProcessGroups> owned_groups_;  // single-process runs only
@@ -119,17 +146,17 @@ class Trainer {
   std::unique_ptr<ScopedDefaultResource> budget_scope_;
   // Page-locked host memory for the batches and checkpoint mirrors of a GPU run.
   std::unique_ptr<TrackingResource> pinned_memory_;
-  // Host copies of the GPU's values and optimizer states for checkpoints (undefined on the CPU,
-  // where the checkpoint reads the buffers themselves). Declared after the resources they come
-  // from, so that they are freed before them.
-  Tensor host_values_, host_exp_avg_, host_exp_avg_sq_;
   Batch staging_;  // a GPU run's micro-batch on its way to the device (pinned)
   std::unique_ptr<LlamaModel> model_;
-  std::unique_ptr<optim::AdamW> optimizer_;
+  std::unique_ptr<optim::Optimizer> optimizer_;
   std::unique_ptr<DataLoader> data_;
   std::unique_ptr<parallel::GradientReducer> reducer_;  // null when dp = 1
-  KeepActivationStore store_;
-  optim::LrSchedule schedule_;
+  std::unique_ptr<parallel::PipelineSchedule> schedule_;
+  std::unique_ptr<RecordingActivationStore> store_;  // memory.activation_policy
+  optim::LrSchedule lr_schedule_;
+  // Host mirrors of the state a checkpoint reads (a GPU run's buffers; the CPU's are read in
+  // place). Declared after the resources they come from, so that they are freed before them.
+  std::unique_ptr<checkpoint::StateStaging> staging_state_;
   checkpoint::StateRegistry save_state_;  // this rank's slice of every tensor
   checkpoint::StateRegistry load_state_;  // everything this rank holds
   MemoryPlan plan_;
@@ -137,16 +164,18 @@ class Trainer {
   int64_t grad_accum_ = 1;
   int64_t profile_step_ = -1;  // the step whose GPU ops are timed (MEMENTO_PROFILE_OPS)
   double peak_flops_ = 0;
-  int64_t data_epoch_ = 0, data_index_ = 0;  // mirrors of the data cursor for the registry
   int64_t seed_ = 0;
+  int threads_ = 1;
   int local_ranks_ = 1;  // ranks on this node (a GPU run's share of host memory)
   std::string resolved_config_;
   std::string tokenizer_text_;
   std::ofstream metrics_file_;
+  LogInterval interval_;  // the steps since the last metrics line
   bool stopped_ = false;
   bool warned_mfu_ = false;
   double run_seconds_ = 0;
   int64_t run_steps_ = 0;
+  int64_t last_step_ = 0;  // where this run() stops
 };
 
 }  // namespace memento

@@ -264,8 +264,9 @@ int tokenize(const Args& args) {
   o.append_eos = args.append_eos;
   std::printf("tokenizer: %s\n", tok->describe().c_str());
   if (!memento::document_start_id(*tok))
-    std::printf("warning: the tokenizer has no BOS or EOS token: documents follow one another "
-                "with nothing between them\n");
+    std::printf(
+        "warning: the tokenizer has no BOS or EOS token: documents follow one another "
+        "with nothing between them\n");
   std::fflush(stdout);
 
   const memento::TokenizeReport r = memento::tokenize_corpus(o, *tok);

@@ -1,11 +1,10 @@
 // trainer: trains a model from a YAML config, or samples text from a checkpoint.
-#include <cstdio>
-#include <exception>
-
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
+#include <exception>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -16,9 +15,9 @@
 #include "launch/cli.h"
 #include "launch/config.h"
 #include "launch/generate.h"
-#include "launch/trainer.h"
-#include "launch/signals.h"
 #include "launch/run_plan.h"
+#include "launch/signals.h"
+#include "launch/trainer.h"
 #include "launch/version.h"
 #include "parallel/mpi_communicator.h"
 #include "parallel/process_groups.h"
@@ -90,7 +89,7 @@ int train(const TrainArgs& args, const LaunchInfo& launch) {
   dims.validate(launch.world);
   dims.require_available();
   parallel::ProcessGroups groups(parallel::make_world_communicator(), dims);
-  const Resume resume = !args.resume          ? Resume::kNo
+  const Resume resume = !args.resume           ? Resume::kNo
                         : args.resume_fallback ? Resume::kLatestOrScratch
                                                : Resume::kLatest;
   Trainer trainer(config, resume, groups);
@@ -109,11 +108,19 @@ int main(int argc, char** argv) {
   try {
     const CommandLine cl = parse_command_line(argc, argv);
     switch (cl.command) {
-      case CommandLine::Command::kHelp: std::printf("%s", usage().c_str()); return 0;
-      case CommandLine::Command::kSampleHelp: std::printf("%s", sample_usage().c_str()); return 0;
-      case CommandLine::Command::kVersion: std::printf("%s\n", version_string().c_str()); return 0;
-      case CommandLine::Command::kSample: return run_sample(cl.sample);
-      case CommandLine::Command::kTrain: break;
+      case CommandLine::Command::kHelp:
+        std::printf("%s", usage().c_str());
+        return 0;
+      case CommandLine::Command::kSampleHelp:
+        std::printf("%s", sample_usage().c_str());
+        return 0;
+      case CommandLine::Command::kVersion:
+        std::printf("%s\n", version_string().c_str());
+        return 0;
+      case CommandLine::Command::kSample:
+        return run_sample(cl.sample);
+      case CommandLine::Command::kTrain:
+        break;
     }
     const LaunchInfo launch = read_launch_env();
     // Before MPI_Init, which keeps handlers installed before it: a stop signal that arrives while

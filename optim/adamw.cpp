@@ -38,6 +38,11 @@ AdamW::AdamW(const ParameterSet& params, AdamWOptions options, FlatRange shard)
   const DType dtype = params.dtype() == DType::kF64 ? DType::kF64 : DType::kF32;
   exp_avg_ = Tensor::zeros(Shape{shard_.size()}, dtype, params.device());
   exp_avg_sq_ = Tensor::zeros(Shape{shard_.size()}, dtype, params.device());
+  ranges_ = {shard_};
+}
+
+std::vector<OptimizerState> AdamW::states() const {
+  return {{"exp_avg", exp_avg_, shard_}, {"exp_avg_sq", exp_avg_sq_, shard_}};
 }
 
 void AdamW::step(ParameterSet& params, double lr, double grad_scale) {

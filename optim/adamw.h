@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "core/parameters.h"
+#include "optim/optimizer.h"
 
 namespace memento::optim {
 
@@ -16,7 +17,7 @@ struct AdamWOptions {
   double weight_decay = 0.1;  // applied only to entries declared with weight_decay
 };
 
-class AdamW {
+class AdamW final : public Optimizer {
  public:
   // States for `shard` of the flat buffer (the whole buffer when shard is empty).
   AdamW(const ParameterSet& params, AdamWOptions options, FlatRange shard = {});
@@ -26,18 +27,26 @@ class AdamW {
   // with g = grad_scale times the stored gradient (global-norm clipping's factor, applied as the
   // gradients are read instead of in a pass over them; the stored gradients are left as they are).
   void step(ParameterSet& params, double lr, double grad_scale = 1.0);
+  void step(ParameterSet& params, const StepArgs& args) override {
+    step(params, args.lr, args.grad_scale);
+  }
+  std::string name() const override { return "adamw"; }
+  const std::vector<FlatRange>& ranges() const override { return ranges_; }
+  // exp_avg and exp_avg_sq, each over the shard.
+  std::vector<OptimizerState> states() const override;
 
-  int64_t& step_count() { return step_; }  // updates taken so far (checkpointed)
+  int64_t& step_count() override { return step_; }  // updates taken so far (checkpointed)
   FlatRange shard() const { return shard_; }
   TensorView exp_avg() const { return exp_avg_; }  // (shard.size(),)
   TensorView exp_avg_sq() const { return exp_avg_sq_; }
-  size_t state_bytes() const { return exp_avg_.bytes() + exp_avg_sq_.bytes(); }
+  size_t state_bytes() const override { return exp_avg_.bytes() + exp_avg_sq_.bytes(); }
   // Bytes of state per parameter for master weights of `master` dtype (the memory plan's figure).
   static size_t state_bytes_per_param(DType master) { return 2 * dtype_size(master); }
 
  private:
   AdamWOptions options_;
   FlatRange shard_;
+  std::vector<FlatRange> ranges_;  // {shard_}
   int64_t step_ = 0;
 #ifdef MEMENTO_WITH_CUDA
   void step_cuda(ParameterSet& params, double lr, double grad_scale);

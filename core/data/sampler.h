@@ -94,6 +94,9 @@ class DataLoader {
   void skip_train_samples(int64_t n);
 
   DataCursor cursor() const { return cursor_; }
+  // The live cursor, for the state registry: saves read it, loads write it (then validate it with
+  // set_cursor(cursor())).
+  DataCursor& cursor_state() { return cursor_; }
   // Restores a cursor from a checkpoint; throws DataError when it does not fit this dataset.
   void set_cursor(DataCursor cursor);
   // The cursor n samples after `start`.

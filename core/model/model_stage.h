@@ -68,7 +68,7 @@ class ModelStage {
 
   ModelConfig config_;
   StageLayers layers_;
-  const parallel::ParallelContext& parallel_;
+  parallel::ParallelContext parallel_;  // three borrowed groups
   ParameterSet params_;
   std::unique_ptr<Embedding> embed_;  // null unless layers_.embedding
   std::vector<std::unique_ptr<TransformerBlock>> blocks_;

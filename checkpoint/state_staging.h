@@ -32,6 +32,9 @@ class StateStaging {
   // place. The mirror comes from `host_memory` (nullptr: the CPU default); throws
   // OutOfMemoryError when it does not fit.
   TensorView stage(const TensorView& source, MemoryResource* host_memory = nullptr);
+  // The stream the copies run on (the synchronous CPU stream until a mirror exists): an engine
+  // queues its own work after them here.
+  StreamView stream() const { return stream_ ? stream_->view() : StreamView(); }
   // Bytes of the mirrors (0 when every source is read in place).
   size_t mirror_bytes() const;
 

@@ -1,6 +1,7 @@
 #include "parallel/data_parallel.h"
 
 #include <algorithm>
+#include <iterator>
 
 #include "core/error.h"
 
@@ -16,14 +17,22 @@ GradientReducer::GradientReducer(const TensorView& flat_grads, Communicator& dp,
 }
 
 void GradientReducer::grads_final(FlatRange range) {
+  if (range.size() > 0) {
+    // Counting elements alone would miss a repeat inside a bucket not yet full, and the extra
+    // count could start that bucket before all of it is final: check against the ranges so far.
+    const auto next = reported_.lower_bound(range.begin);
+    const bool overlaps = (next != reported_.end() && next->first < range.end) ||
+                          (next != reported_.begin() && std::prev(next)->second > range.begin);
+    MEMENTO_CHECK(!overlaps, "gradient range [", range.begin, ", ", range.end,
+                  ") reported final twice in one step");
+    reported_.emplace(range.begin, range.end);
+  }
   // Buckets run from the end of the buffer to its start: bucket i covers
   // [n - (i + 1) * size, n - i * size), clipped at 0.
   for (size_t i = 0; i < buckets_.size(); ++i) {
     const int64_t begin = std::max(range.begin, buckets_[i].begin);
     const int64_t end = std::min(range.end, buckets_[i].end);
     if (begin < end) final_[i] += end - begin;
-    MEMENTO_CHECK(final_[i] <= buckets_[i].size(), "gradient range [", range.begin, ", ", range.end,
-                  ") reported final twice in one step");
   }
   start_ready();
 }
@@ -43,6 +52,7 @@ void GradientReducer::finish() {
   work_.clear();
   started_ = 0;
   final_.assign(buckets_.size(), 0);
+  reported_.clear();
 }
 
 FlatRange shard_of(int64_t n, int parts, int r) {

@@ -6,6 +6,7 @@
 // overlaps the rest of backward.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <vector>
 
@@ -20,8 +21,8 @@ class GradientReducer {
   GradientReducer(const TensorView& flat_grads, Communicator& dp, int64_t bucket_elements);
 
   // Called by backward on the last micro-batch of a step: the gradients of `range` are final (a
-  // range is reported once per step). Starts the all-reduce (sum) of each bucket that became
-  // ready, in bucket order.
+  // range is reported once per step; a repeat or an overlap is fatal). Starts the all-reduce (sum)
+  // of each bucket that became ready, in bucket order.
   void grads_final(FlatRange range);
   // Starts whatever has not started, waits for every bucket, and re-arms for the next step.
   void finish();
@@ -33,6 +34,7 @@ class GradientReducer {
   Communicator& dp_;
   std::vector<FlatRange> buckets_;           // from the end of the buffer to its start
   std::vector<int64_t> final_;               // elements of each bucket reported final this step
+  std::map<int64_t, int64_t> reported_;      // the step's reported ranges, begin -> end
   std::vector<std::unique_ptr<Work>> work_;  // in flight, one per started bucket
   size_t started_ = 0;                       // buckets_[0, started_) have been started
   void start_ready();

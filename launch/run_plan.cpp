@@ -15,7 +15,8 @@ RunPlan plan_run(const Config& config, const std::string& device) {
   RunPlan run;
   run.memory =
       plan_memory(config.model, t.micro_batch, t.seq_len,
-                  optim::state_bytes_per_param(config.optim.name, config.model.master_dtype()));
+                  optim::state_bytes_per_param(config.optim.name, config.model.master_dtype()),
+                  config.memory.activation_policy);
   if (zero1) {
     // Each rank holds the states of 1/dp of the buffer, padded to equal shards.
     const size_t per_param =

@@ -4,12 +4,13 @@
 #include <sstream>
 
 #include "core/model/llama.h"
+#include "memory/activation_policy.h"
 #include "memory/resources.h"
 
 namespace memento {
 
 MemoryPlan plan_memory(const ModelConfig& model_config, int64_t micro_batch, int64_t seq_len,
-                       size_t optimizer_bytes_per_param) {
+                       size_t optimizer_bytes_per_param, const std::string& activation_policy) {
   TrackingResource tracking(default_resource(Device::meta()));
   ScopedDefaultResource scope(&tracking);
 
@@ -29,11 +30,14 @@ MemoryPlan plan_memory(const ModelConfig& model_config, int64_t micro_batch, int
   const Tensor tokens = Tensor::empty(Shape{micro_batch, seq_len}, DType::kI32, Device::meta());
   const Tensor targets = Tensor::empty(Shape{micro_batch, seq_len}, DType::kI32, Device::meta());
   tracking.reset_peak();
-  KeepActivationStore store;
-  model.forward_backward(store, tokens, targets, 1.0);
+  const std::unique_ptr<RecordingActivationStore> store = make_activation_store(activation_policy);
+  store->begin_step();
+  model.forward_backward(*store, tokens, targets, 1.0);
+  store->end_step();
   plan.step_peak = tracking.peak_bytes() - buffers;
-  plan.activations_saved = store.peak_bytes();
-  plan.activations = store.records();
+  plan.activations_saved = store->last_step().peak_bytes;
+  plan.activations = store->last_step().records;
+  plan.activation_policy = std::string(store->policy());
   return plan;
 }
 
@@ -50,7 +54,8 @@ std::string format_memory_table(const MemoryPlan& plan, const std::string& title
   row("gradients", plan.gradients, "");
   row("optimizer states", plan.optimizer_states, "");
   row("activations saved for backward", plan.activations_saved,
-      std::to_string(plan.activations.size()) + " tensors per micro-batch, policy keep");
+      std::to_string(plan.activations.size()) + " tensors per micro-batch, policy " +
+          plan.activation_policy);
   row("step peak (saved + transient)", plan.step_peak, "logits, workspaces, gradients in flight");
   row("total (estimated peak)", plan.total(), "");
   return os.str();

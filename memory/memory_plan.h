@@ -13,21 +13,24 @@
 namespace memento {
 
 struct MemoryPlan {
-  int64_t parameter_count = 0;    // without alignment padding
-  size_t parameters = 0;          // flat value buffer
-  size_t gradients = 0;           // flat gradient buffer
-  size_t optimizer_states = 0;    // e.g. AdamW's exp_avg and exp_avg_sq
-  size_t activations_saved = 0;   // peak bytes held by the activation store in one micro-batch
-  size_t step_peak = 0;           // peak of everything allocated during forward+backward
-                                  // (saved activations, transients, logits), beyond the buffers
+  int64_t parameter_count = 0;   // without alignment padding
+  size_t parameters = 0;         // flat value buffer
+  size_t gradients = 0;          // flat gradient buffer
+  size_t optimizer_states = 0;   // e.g. AdamW's exp_avg and exp_avg_sq
+  size_t activations_saved = 0;  // peak bytes held by the activation store in one micro-batch
+  size_t step_peak = 0;          // peak of everything allocated during forward+backward
+                                 // (saved activations, transients, logits), beyond the buffers
   std::vector<ActivationRecord> activations;  // every saved tensor with its lifetime
+  std::string activation_policy;              // memory.activation_policy
 
   size_t total() const { return parameters + gradients + optimizer_states + step_peak; }
 };
 
 // optimizer_bytes_per_param: bytes of optimizer state per parameter (8 for fp32 AdamW).
+// The activations are those the store of `activation_policy` (memory/activation_policy.h) holds.
 MemoryPlan plan_memory(const ModelConfig& model, int64_t micro_batch, int64_t seq_len,
-                       size_t optimizer_bytes_per_param);
+                       size_t optimizer_bytes_per_param,
+                       const std::string& activation_policy = "keep");
 
 // The start-up memory table, one line per component.
 std::string format_memory_table(const MemoryPlan& plan, const std::string& title);

@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "launch/e2e_testing.h"
+#include "launch/run_plan.h"
 
 namespace memento {
 namespace {
@@ -104,6 +105,24 @@ TEST(TrainerTest, ValidationLossFallsOnRealText) {
   trainer.run();
   const double after = trainer.evaluate();
   EXPECT_LT(after, 0.65 * before) << "validation loss " << before << " -> " << after;
+}
+
+// The activation store's records hold one step: after 1, 3 and 6 steps the trainer's store has
+// the same records (every micro-batch of one step), and they match the dry run's list.
+TEST(TrainerTest, TheActivationStoreKeepsOneStepOfRecords) {
+  const std::string root = scratch_dir("trainer_store_records");
+  write_corpus(root, 40000);
+  Trainer t(small_config(root + "/run"), Resume::kNo);
+  std::vector<size_t> sizes;
+  for (int64_t stop : {1, 3, 6}) {
+    t.run(stop);
+    sizes.push_back(t.activation_store().last_step().records.size());
+    EXPECT_TRUE(t.activation_store().records().empty()) << "records left between steps";
+  }
+  // 2 micro-batches per step (global 4, micro 2): twice the dry run's per-micro-batch list.
+  const size_t per_micro = plan_run(small_config(root + "/run"), "cpu").memory.activations.size();
+  ASSERT_GT(per_micro, 0u);
+  for (size_t n : sizes) EXPECT_EQ(n, 2 * per_micro);
 }
 
 }  // namespace

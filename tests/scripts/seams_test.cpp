@@ -266,7 +266,9 @@ class CheckFormatScript : public ::testing::Test {
  protected:
   void SetUp() override {
     if (testing::run_command("command -v git").exit_code != 0) GTEST_SKIP() << "no git";
-    root_ = testing::scratch_dir("seams_check_format");
+    // One directory per test: ctest runs the tests of this fixture side by side.
+    root_ = testing::scratch_dir(detail::concat(
+        "seams_check_format_", ::testing::UnitTest::GetInstance()->current_test_info()->name()));
     fs::create_directories(root_ / "scripts");
     fs::copy_file(fs::path(MEMENTO_SOURCE_DIR) / "scripts/check_format.sh",
                   root_ / "scripts/check_format.sh");

@@ -6,10 +6,10 @@
 #include <cmath>
 #include <cstring>
 
+#include "core/parallel/self_communicator.h"
 #include "launch/e2e_testing.h"
 #include "launch/trainer.h"
 #include "parallel/mpi_communicator.h"
-#include "core/parallel/self_communicator.h"
 
 namespace memento {
 namespace {
@@ -74,7 +74,8 @@ TEST_P(DataParallelParity, LossCurveMatchesOneProcessWithTheSameGlobalBatch) {
   const std::vector<StepMetrics> parallel_run = t.run();
   ASSERT_EQ(parallel_run.size(), reference.size());
   for (size_t i = 0; i < reference.size(); ++i) {
-    EXPECT_NEAR(parallel_run[i].loss, reference[i].loss, 1e-5 * reference[i].loss) << "step " << i + 1;
+    EXPECT_NEAR(parallel_run[i].loss, reference[i].loss, 1e-5 * reference[i].loss)
+        << "step " << i + 1;
     EXPECT_NEAR(parallel_run[i].grad_norm, reference[i].grad_norm, 1e-4 * reference[i].grad_norm)
         << "step " << i + 1;
     ASSERT_EQ(parallel_run[i].val_loss.has_value(), reference[i].val_loss.has_value());

@@ -1,7 +1,7 @@
 // A real trainer process killed with SIGKILL mid-run and restarted with --resume ends with
 // parameters and optimizer states bit-identical to an uninterrupted run.
-#include <gtest/gtest.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -81,7 +81,8 @@ TEST(TrainerKillTest, SigkillThenResumeMatchesAnUninterruptedRunBitForBit) {
   // Kill the second run once it has published a checkpoint past step 20, well before the end.
   const pid_t pid = spawn_trainer({"--config", killed});
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-  while (latest_step(root + "/killed/checkpoints") < 20 && std::chrono::steady_clock::now() < deadline)
+  while (latest_step(root + "/killed/checkpoints") < 20 &&
+         std::chrono::steady_clock::now() < deadline)
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   kill(pid, SIGKILL);
   EXPECT_EQ(wait_exit_code(pid), 128 + SIGKILL);

@@ -68,10 +68,11 @@ int main(int argc, char** argv) {
   });
   if (session.rank() == 0) {
     const double mib = static_cast<double>(grads.bytes()) / (1024.0 * 1024.0);
-    std::printf("gradient all-reduce, %d ranks, %.2f MiB (%lld fp32), %zu bucket(s) of up to %.1f MiB, "
-                "median of %d\n",
-                session.size(), mib, static_cast<long long>(grads.numel()), reducer.buckets().size(),
-                config.parallel.bucket_mb, repeats);
+    std::printf(
+        "gradient all-reduce, %d ranks, %.2f MiB (%lld fp32), %zu bucket(s) of up to %.1f MiB, "
+        "median of %d\n",
+        session.size(), mib, static_cast<long long>(grads.numel()), reducer.buckets().size(),
+        config.parallel.bucket_mb, repeats);
     std::printf("  GradientReducer (MPI, buckets)  %8.3f ms  %7.2f GiB/s\n", ours * 1e3,
                 mib / 1024.0 / ours);
     std::printf("  bare MPI_Allreduce              %8.3f ms  %7.2f GiB/s\n", bare * 1e3,

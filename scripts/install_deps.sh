@@ -29,6 +29,8 @@ packages=(
 if [ "$profile" = test ]; then
   packages+=(
     libgtest-dev
+    # scripts/check_format.sh: Debian 12's clang-format is version 14.
+    clang-format
     # The one-node Slurm cluster of tests/launch/slurm_test.cpp (scripts/slurm/local_cluster.sh):
     # srun --mpi=pmix loads libpmix2, the PMIx that Debian's OpenMPI is built against. Where
     # systemd runs, the packages' default services fail to start for want of

@@ -20,7 +20,6 @@ using testing::data_error_of;
 
 class DocumentReaderTest : public testing::TempDirTest {
  protected:
-
   // Every document's text and line, reading in batches of max_bytes.
   static std::vector<std::pair<std::string, int64_t>> read(DocumentReader& r, int64_t max_bytes) {
     std::vector<std::pair<std::string, int64_t>> out;
@@ -31,7 +30,6 @@ class DocumentReaderTest : public testing::TempDirTest {
         out.emplace_back(std::string(r.document_text(d, storage)), d.line);
     return out;
   }
-
 };
 
 TEST_F(DocumentReaderTest, JsonlEscapesUnicodeAndOtherKeys) {

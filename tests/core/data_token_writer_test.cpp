@@ -59,7 +59,6 @@ class TokenWriterTest : public testing::TempDirTest {
     for (const auto& d : docs) out.insert(out.end(), d.begin(), d.end());
     return out;
   }
-
 };
 
 TEST_F(TokenWriterTest, LlmcShardsHoldExactlyShardTokensAndReadBackAsOneStream) {

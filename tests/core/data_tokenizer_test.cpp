@@ -48,7 +48,6 @@ const std::vector<std::string>& samples() {
 
 class TokenizerTest : public testing::TempDirTest {
  protected:
-
   // A SentencePiece model trained by SentencePiece's own trainer (not our wrapper).
   std::string train_sentencepiece() const {
     const std::string input = path("sp_input.txt");
@@ -64,7 +63,6 @@ class TokenizerTest : public testing::TempDirTest {
     EXPECT_TRUE(status.ok()) << status.ToString();
     return prefix + ".model";
   }
-
 };
 
 TEST_F(TokenizerTest, SentencePieceIdsAreSentencePiecesOwn) {

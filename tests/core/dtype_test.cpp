@@ -46,7 +46,9 @@ struct Format {
   int bits() const { return 1 + exp_bits + man_bits; }
   uint32_t sign_bit() const { return 1u << (bits() - 1); }
   uint32_t magnitude_mask() const { return sign_bit() - 1; }
-  int exp_field(uint32_t c) const { return static_cast<int>((c >> man_bits) & ((1u << exp_bits) - 1)); }
+  int exp_field(uint32_t c) const {
+    return static_cast<int>((c >> man_bits) & ((1u << exp_bits) - 1));
+  }
   uint32_t man_field(uint32_t c) const { return c & ((1u << man_bits) - 1); }
   int exp_max_field() const { return (1 << exp_bits) - 1; }
 
@@ -157,7 +159,7 @@ void expect_decodes_all(const Format& f, Decode decode) {
 // Checks the encoder on x against the reference.
 template <typename Encode>
 ::testing::AssertionResult encodes_like_reference(const Format& f, const Reference& r,
-                                                   Encode encode, float x) {
+                                                  Encode encode, float x) {
   const uint32_t want = r.encode(x);
   const uint32_t got = encode(x);
   if (got == want) return ::testing::AssertionSuccess();
@@ -243,10 +245,10 @@ TEST(DType, SizesNamesAndKinds) {
     bool is_float;
   };
   const Row rows[] = {
-      {DType::kF32, "f32", 4, true},        {DType::kF64, "f64", 8, true},
-      {DType::kBF16, "bf16", 2, true},      {DType::kF16, "f16", 2, true},
-      {DType::kF8E4M3, "f8e4m3", 1, true},  {DType::kF8E5M2, "f8e5m2", 1, true},
-      {DType::kI32, "i32", 4, false},       {DType::kI64, "i64", 8, false},
+      {DType::kF32, "f32", 4, true},       {DType::kF64, "f64", 8, true},
+      {DType::kBF16, "bf16", 2, true},     {DType::kF16, "f16", 2, true},
+      {DType::kF8E4M3, "f8e4m3", 1, true}, {DType::kF8E5M2, "f8e5m2", 1, true},
+      {DType::kI32, "i32", 4, false},      {DType::kI64, "i64", 8, false},
       {DType::kU16, "u16", 2, false},
   };
   for (const Row& row : rows) {
@@ -324,15 +326,18 @@ TEST(DTypeReference, FloatSixteenAgreesWithTheCompiler) {
 
 // ---- bf16 ----------------------------------------------------------------------------------
 
-TEST(BF16, DecodesEveryCode) { expect_decodes_all(kBF16, [](uint32_t c) { return bf16_to_float(static_cast<uint16_t>(c)); }); }
+TEST(BF16, DecodesEveryCode) {
+  expect_decodes_all(kBF16, [](uint32_t c) { return bf16_to_float(static_cast<uint16_t>(c)); });
+}
 
 TEST(BF16, RoundTripAndMidpointsTiesToEven) {
-  expect_round_trip_and_midpoints(kBF16, ref_bf16(), [](float x) -> uint32_t { return float_to_bf16(x); });
+  expect_round_trip_and_midpoints(kBF16, ref_bf16(),
+                                  [](float x) -> uint32_t { return float_to_bf16(x); });
 }
 
 TEST(BF16, RandomFloatsMatchTheReference) {
-  expect_random_floats(kBF16, ref_bf16(), [](float x) -> uint32_t { return float_to_bf16(x); },
-                       400000, 11);
+  expect_random_floats(
+      kBF16, ref_bf16(), [](float x) -> uint32_t { return float_to_bf16(x); }, 400000, 11);
 }
 
 TEST(BF16, OverflowInfinityAndNaN) {
@@ -344,7 +349,8 @@ TEST(BF16, OverflowInfinityAndNaN) {
   EXPECT_EQ(float_to_bf16(-std::numeric_limits<float>::infinity()), 0xFF80);
   // NaN stays NaN, whatever its payload (a payload only in the dropped bits must not become
   // inf), and keeps its sign.
-  for (uint32_t nan : {0x7FC00000u, 0x7F800001u, 0x7F80FFFFu, 0x7FFFFFFFu, 0xFF800001u, 0xFFC00000u}) {
+  for (uint32_t nan :
+       {0x7FC00000u, 0x7F800001u, 0x7F80FFFFu, 0x7FFFFFFFu, 0xFF800001u, 0xFFC00000u}) {
     const uint16_t b = float_to_bf16(float_of(nan));
     EXPECT_TRUE(std::isnan(bf16_to_float(b))) << std::hex << nan << " -> " << b;
     EXPECT_EQ(b & 0x8000, (nan >> 16) & 0x8000) << std::hex << nan;
@@ -359,15 +365,18 @@ TEST(BF16, OverflowInfinityAndNaN) {
 
 // ---- fp16 ----------------------------------------------------------------------------------
 
-TEST(FP16, DecodesEveryCode) { expect_decodes_all(kFP16, [](uint32_t c) { return fp16_to_float(static_cast<uint16_t>(c)); }); }
+TEST(FP16, DecodesEveryCode) {
+  expect_decodes_all(kFP16, [](uint32_t c) { return fp16_to_float(static_cast<uint16_t>(c)); });
+}
 
 TEST(FP16, RoundTripAndMidpointsTiesToEven) {
-  expect_round_trip_and_midpoints(kFP16, ref_fp16(), [](float x) -> uint32_t { return float_to_fp16(x); });
+  expect_round_trip_and_midpoints(kFP16, ref_fp16(),
+                                  [](float x) -> uint32_t { return float_to_fp16(x); });
 }
 
 TEST(FP16, RandomFloatsMatchTheReferenceAndTheCompiler) {
-  expect_random_floats(kFP16, ref_fp16(), [](float x) -> uint32_t { return float_to_fp16(x); },
-                       400000, 12);
+  expect_random_floats(
+      kFP16, ref_fp16(), [](float x) -> uint32_t { return float_to_fp16(x); }, 400000, 12);
   std::mt19937 gen(13);
   int failures = 0;
   for (int i = 0; i < 400000 && failures < 10; ++i) {
@@ -400,7 +409,7 @@ TEST(FP16, OverflowSubnormalsInfinityAndNaN) {
   EXPECT_EQ(float_to_fp16(std::nextafter(0x1p-25f, 1.0f)), 0x0001);
   EXPECT_EQ(float_to_fp16(0x3p-25f), 0x0002);  // 1.5 * 2^-24: tie to even 2
   EXPECT_EQ(float_to_fp16(-0x1p-26f), 0x8000);
-  EXPECT_EQ(float_to_fp16(0x1p-14f), 0x0400);  // the smallest normal
+  EXPECT_EQ(float_to_fp16(0x1p-14f), 0x0400);                        // the smallest normal
   EXPECT_EQ(float_to_fp16(std::nextafter(0x1p-14f, 0.0f)), 0x0400);  // rounds up into normals
   EXPECT_EQ(float_to_fp16(1e-30f), 0x0000);
   for (uint32_t nan : {0x7FC00000u, 0x7F800001u, 0x7F801FFFu, 0xFF800001u, 0xFFC00000u}) {
@@ -424,12 +433,13 @@ TEST(FP8E4M3, DecodesEveryCode) {
 }
 
 TEST(FP8E4M3, RoundTripAndMidpointsTiesToEven) {
-  expect_round_trip_and_midpoints(kE4M3, ref_e4m3(), [](float x) -> uint32_t { return float_to_fp8_e4m3(x); });
+  expect_round_trip_and_midpoints(kE4M3, ref_e4m3(),
+                                  [](float x) -> uint32_t { return float_to_fp8_e4m3(x); });
 }
 
 TEST(FP8E4M3, RandomFloatsMatchTheReference) {
-  expect_random_floats(kE4M3, ref_e4m3(), [](float x) -> uint32_t { return float_to_fp8_e4m3(x); },
-                       200000, 14);
+  expect_random_floats(
+      kE4M3, ref_e4m3(), [](float x) -> uint32_t { return float_to_fp8_e4m3(x); }, 200000, 14);
 }
 
 TEST(FP8E4M3, SaturatesAndKeepsNaN) {
@@ -462,12 +472,13 @@ TEST(FP8E5M2, DecodesEveryCode) {
 }
 
 TEST(FP8E5M2, RoundTripAndMidpointsTiesToEven) {
-  expect_round_trip_and_midpoints(kE5M2, ref_e5m2(), [](float x) -> uint32_t { return float_to_fp8_e5m2(x); });
+  expect_round_trip_and_midpoints(kE5M2, ref_e5m2(),
+                                  [](float x) -> uint32_t { return float_to_fp8_e5m2(x); });
 }
 
 TEST(FP8E5M2, RandomFloatsMatchTheReference) {
-  expect_random_floats(kE5M2, ref_e5m2(), [](float x) -> uint32_t { return float_to_fp8_e5m2(x); },
-                       200000, 15);
+  expect_random_floats(
+      kE5M2, ref_e5m2(), [](float x) -> uint32_t { return float_to_fp8_e5m2(x); }, 200000, 15);
 }
 
 TEST(FP8E5M2, SaturatesIncludingInfinityAndKeepsNaN) {
@@ -489,23 +500,41 @@ TEST(FP8E5M2, SaturatesIncludingInfinityAndKeepsNaN) {
 
 // ---- convert -------------------------------------------------------------------------------
 
-constexpr DType kAll[] = {DType::kF32,    DType::kF64,    DType::kBF16, DType::kF16, DType::kF8E4M3,
-                          DType::kF8E5M2, DType::kI32,    DType::kI64,  DType::kU16};
+constexpr DType kAll[] = {DType::kF32,    DType::kF64, DType::kBF16, DType::kF16, DType::kF8E4M3,
+                          DType::kF8E5M2, DType::kI32, DType::kI64,  DType::kU16};
 
 // Writes v (exactly representable in dtype) into element i of a buffer of dtype.
 void store(std::vector<unsigned char>& buf, DType dtype, size_t i, double v) {
   unsigned char* p = buf.data() + i * dtype_size(dtype);
   auto put = [&](auto x) { std::memcpy(p, &x, sizeof(x)); };
   switch (dtype) {
-    case DType::kF32: put(static_cast<float>(v)); break;
-    case DType::kF64: put(v); break;
-    case DType::kBF16: put(static_cast<uint16_t>(ref_bf16().encode(v))); break;
-    case DType::kF16: put(static_cast<uint16_t>(ref_fp16().encode(v))); break;
-    case DType::kF8E4M3: put(static_cast<uint8_t>(ref_e4m3().encode(v))); break;
-    case DType::kF8E5M2: put(static_cast<uint8_t>(ref_e5m2().encode(v))); break;
-    case DType::kI32: put(static_cast<int32_t>(v)); break;
-    case DType::kI64: put(static_cast<int64_t>(v)); break;
-    case DType::kU16: put(static_cast<uint16_t>(v)); break;
+    case DType::kF32:
+      put(static_cast<float>(v));
+      break;
+    case DType::kF64:
+      put(v);
+      break;
+    case DType::kBF16:
+      put(static_cast<uint16_t>(ref_bf16().encode(v)));
+      break;
+    case DType::kF16:
+      put(static_cast<uint16_t>(ref_fp16().encode(v)));
+      break;
+    case DType::kF8E4M3:
+      put(static_cast<uint8_t>(ref_e4m3().encode(v)));
+      break;
+    case DType::kF8E5M2:
+      put(static_cast<uint8_t>(ref_e5m2().encode(v)));
+      break;
+    case DType::kI32:
+      put(static_cast<int32_t>(v));
+      break;
+    case DType::kI64:
+      put(static_cast<int64_t>(v));
+      break;
+    case DType::kU16:
+      put(static_cast<uint16_t>(v));
+      break;
   }
 }
 
@@ -516,15 +545,24 @@ double load(const std::vector<unsigned char>& buf, DType dtype, size_t i) {
     return x;
   };
   switch (dtype) {
-    case DType::kF32: return get(0.0f);
-    case DType::kF64: return get(0.0);
-    case DType::kBF16: return kBF16.decode(get(uint16_t{}));
-    case DType::kF16: return kFP16.decode(get(uint16_t{}));
-    case DType::kF8E4M3: return kE4M3.decode(get(uint8_t{}));
-    case DType::kF8E5M2: return kE5M2.decode(get(uint8_t{}));
-    case DType::kI32: return get(int32_t{});
-    case DType::kI64: return static_cast<double>(get(int64_t{}));
-    case DType::kU16: return get(uint16_t{});
+    case DType::kF32:
+      return get(0.0f);
+    case DType::kF64:
+      return get(0.0);
+    case DType::kBF16:
+      return kBF16.decode(get(uint16_t{}));
+    case DType::kF16:
+      return kFP16.decode(get(uint16_t{}));
+    case DType::kF8E4M3:
+      return kE4M3.decode(get(uint8_t{}));
+    case DType::kF8E5M2:
+      return kE5M2.decode(get(uint8_t{}));
+    case DType::kI32:
+      return get(int32_t{});
+    case DType::kI64:
+      return static_cast<double>(get(int64_t{}));
+    case DType::kU16:
+      return get(uint16_t{});
   }
   return 0.0;
 }

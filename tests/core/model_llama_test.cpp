@@ -1,12 +1,11 @@
 // The whole model: an fp64 finite-difference check of every parameter's gradient of the
 // cross-entropy loss, for softmax, linear and hybrid layer patterns, tied and untied heads; plus
 // Hugging Face parameter names and shapes, and the dry run on the meta device.
-#include "core/model/llama.h"
-
 #include <gtest/gtest.h>
 
 #include <cmath>
 
+#include "core/model/llama.h"
 #include "memory/activation_store.h"
 #include "testing/gradcheck.h"
 

@@ -107,10 +107,10 @@ TEST(StreamId, DiffersForDifferentNames) {
   std::set<uint64_t> ids;
   std::vector<std::string> names;
   for (int layer = 0; layer < 64; ++layer) {
-    for (const char* part : {"self_attn.q_proj.weight", "self_attn.k_proj.weight",
-                             "self_attn.v_proj.weight", "self_attn.o_proj.weight",
-                             "mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight",
-                             "input_layernorm.weight", "post_attention_layernorm.weight"}) {
+    for (const char* part :
+         {"self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
+          "self_attn.o_proj.weight", "mlp.gate_proj.weight", "mlp.up_proj.weight",
+          "mlp.down_proj.weight", "input_layernorm.weight", "post_attention_layernorm.weight"}) {
       names.push_back("model.layers." + std::to_string(layer) + "." + part);
     }
   }

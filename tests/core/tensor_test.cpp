@@ -126,8 +126,8 @@ TEST(Tensor, EmptyHasShapeDtypeBytesAndAlignedData) {
 TEST(Tensor, ZerosAreZeroForEveryDtype) {
   RecordingResource rec(default_resource(Device::cpu()));
   // Dirty the memory first so that zeros() has something to clear (same resource, same sizes).
-  for (DType dtype : {DType::kF32, DType::kF64, DType::kBF16, DType::kF16, DType::kI32,
-                      DType::kU16}) {
+  for (DType dtype :
+       {DType::kF32, DType::kF64, DType::kBF16, DType::kF16, DType::kI32, DType::kU16}) {
     {
       const Tensor dirty = Tensor::empty(Shape{257}, dtype, Device::cpu(), &rec);
       std::memset(dirty.view().raw(), 0xA5, dirty.bytes());

@@ -11,8 +11,8 @@ namespace {
 class CudaGradNorm : public CudaTest {};
 
 TEST_F(CudaGradNorm, MatchesFp64SumAndIsDeterministic) {
-  for (int64_t n : {int64_t{1}, int64_t{255}, int64_t{4097}, int64_t{(1 << 20) + 3},
-                    int64_t{5'000'000}}) {
+  for (int64_t n :
+       {int64_t{1}, int64_t{255}, int64_t{4097}, int64_t{(1 << 20) + 3}, int64_t{5'000'000}}) {
     const Tensor g = random_gpu(Shape{n}, DType::kF32, static_cast<uint64_t>(n), 0.f, 0.01f);
     const Tensor out = Tensor::empty(Shape{1}, DType::kF32, kGpu);
     ops::cuda::grad_norm_squared(g, out);

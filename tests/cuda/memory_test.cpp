@@ -1,9 +1,8 @@
 // The CUDA memory resources, tensor copies between host and device, and the CUDA handles.
-#include "core/cuda/device_resource.h"
-
 #include <gtest/gtest.h>
 
 #include "core/cuda/check.h"
+#include "core/cuda/device_resource.h"
 #include "tests/cuda/cuda_testing.h"
 
 namespace memento::testing {
@@ -58,7 +57,8 @@ TEST_F(CudaMemory, CopiesRoundTripAndConvert) {
 }
 
 TEST_F(CudaMemory, PinnedHostTensorsAreCpuTensors) {
-  const Tensor t = Tensor::zeros(Shape{256}, DType::kF32, Device::cpu(), cuda::pinned_host_resource());
+  const Tensor t =
+      Tensor::zeros(Shape{256}, DType::kF32, Device::cpu(), cuda::pinned_host_resource());
   t.data<float>()[5] = 2.f;
   const Tensor dev = Tensor::empty(Shape{256}, DType::kF32, kGpu);
   copy(t, dev);

@@ -10,11 +10,22 @@
 namespace memento {
 namespace {
 
-const char* const kAll[] = {"OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK",
-                            "OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_SIZE",
-                            "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "SLURM_STEP_ID",
-                            "SLURM_NTASKS_PER_NODE", "SLURM_STEP_NUM_TASKS", "PMIX_RANK",
-                            "PMI_RANK", "PMI_FD", "WORLD_SIZE", "RANK", "LOCAL_RANK",
+const char* const kAll[] = {"OMPI_COMM_WORLD_SIZE",
+                            "OMPI_COMM_WORLD_RANK",
+                            "OMPI_COMM_WORLD_LOCAL_RANK",
+                            "OMPI_COMM_WORLD_LOCAL_SIZE",
+                            "SLURM_PROCID",
+                            "SLURM_NTASKS",
+                            "SLURM_LOCALID",
+                            "SLURM_STEP_ID",
+                            "SLURM_NTASKS_PER_NODE",
+                            "SLURM_STEP_NUM_TASKS",
+                            "PMIX_RANK",
+                            "PMI_RANK",
+                            "PMI_FD",
+                            "WORLD_SIZE",
+                            "RANK",
+                            "LOCAL_RANK",
                             "LOCAL_WORLD_SIZE"};
 
 class BootstrapTest : public ::testing::Test {

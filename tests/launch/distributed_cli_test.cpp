@@ -37,9 +37,9 @@ std::string write_setup(const std::string& root, int64_t steps, int64_t every = 
 std::vector<std::string> trainer_args(int np, const std::string& config, const std::string& out,
                                       std::vector<std::string> extra = {}) {
   std::vector<std::string> args = np > 1 ? testing::mpirun(np) : std::vector<std::string>{};
-  for (const auto& a : {testing::trainer_binary(), std::string("--config"), config,
-                        std::string("--set"), "run.out_dir=" + out, std::string("--set"),
-                        "parallel.dp=" + std::to_string(np)})
+  for (const auto& a :
+       {testing::trainer_binary(), std::string("--config"), config, std::string("--set"),
+        "run.out_dir=" + out, std::string("--set"), "parallel.dp=" + std::to_string(np)})
     args.push_back(a);
   args.insert(args.end(), extra.begin(), extra.end());
   return args;
@@ -50,7 +50,8 @@ std::map<int64_t, double> losses(const std::string& out) {
   std::map<int64_t, double> result;
   const std::string text = testing::read_file(out + "/metrics.jsonl");
   const std::regex line("\\{\"step\": (\\d+), \"loss\": ([0-9.e+-]+)");
-  for (auto it = std::sregex_iterator(text.begin(), text.end(), line); it != std::sregex_iterator(); ++it)
+  for (auto it = std::sregex_iterator(text.begin(), text.end(), line); it != std::sregex_iterator();
+       ++it)
     result[std::stoll((*it)[1])] = std::stod((*it)[2]);
   return result;
 }
@@ -58,7 +59,9 @@ std::map<int64_t, double> losses(const std::string& out) {
 TEST(DistributedCliTest, SavedAtDp2ResumesAtDp1AndDp4WithTheSameLosses) {
   const std::string root = scratch_dir("dist_reshard");
   const std::string config = write_setup(root, 8);
-  ASSERT_EQ(testing::wait_exit_code(testing::spawn(trainer_args(2, config, root + "/dp2"), root + "/dp2.log")), 0)
+  ASSERT_EQ(testing::wait_exit_code(
+                testing::spawn(trainer_args(2, config, root + "/dp2"), root + "/dp2.log")),
+            0)
       << testing::read_file(root + "/dp2.log");
   const auto reference = losses(root + "/dp2");
   ASSERT_EQ(reference.size(), 8u);
@@ -66,10 +69,13 @@ TEST(DistributedCliTest, SavedAtDp2ResumesAtDp1AndDp4WithTheSameLosses) {
   for (int dp : {1, 4}) {
     const std::string out = root + "/dp" + std::to_string(dp) + "-resumed";
     std::filesystem::create_directories(out + "/checkpoints");
-    std::filesystem::copy(root + "/dp2/checkpoints/step_000000004", out + "/checkpoints/step_000000004",
+    std::filesystem::copy(root + "/dp2/checkpoints/step_000000004",
+                          out + "/checkpoints/step_000000004",
                           std::filesystem::copy_options::recursive);
     const std::string log = out + ".log";
-    ASSERT_EQ(testing::wait_exit_code(testing::spawn(trainer_args(dp, config, out, {"--resume"}), log)), 0)
+    ASSERT_EQ(
+        testing::wait_exit_code(testing::spawn(trainer_args(dp, config, out, {"--resume"}), log)),
+        0)
         << testing::read_file(log);
     EXPECT_NE(testing::read_file(log).find("resharded to " + std::to_string(dp)), std::string::npos)
         << "the log says the checkpoint was resharded";
@@ -91,7 +97,6 @@ bool wait_for_training(const std::string& out) {
   return false;
 }
 
-
 // True while `pid` exists and is not a zombie.
 bool running(pid_t pid) {
   std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
@@ -110,7 +115,8 @@ TEST(DistributedCliTest, SigkillOfOneRankEndsTheJobWithin30Seconds) {
   const auto start = std::chrono::steady_clock::now();
   kill(ranks[1], SIGKILL);
   const int code = testing::wait_exit_code(job);
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   EXPECT_NE(code, 0);
   EXPECT_LT(seconds, 30.0);
   std::this_thread::sleep_for(200ms);  // let init reap the orphaned ranks

@@ -1,8 +1,8 @@
 // Helpers for end-to-end tests: scratch directories, small token files of real text, configs.
 #pragma once
 
-#include <gtest/gtest.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -110,8 +110,9 @@ inline int wait_exit_code(pid_t pid) {
 
 // mpirun as root on an oversubscribed machine, with ranks that do not spin on idle cores.
 inline std::vector<std::string> mpirun(int np) {
-  return {MEMENTO_MPIEXEC, "--oversubscribe", "--allow-run-as-root", "-x", "OMP_WAIT_POLICY=passive",
-          "-np", std::to_string(np)};
+  return {
+      MEMENTO_MPIEXEC, "--oversubscribe", "--allow-run-as-root", "-x", "OMP_WAIT_POLICY=passive",
+      "-np",           std::to_string(np)};
 }
 
 inline std::string read_file(const std::string& path) {

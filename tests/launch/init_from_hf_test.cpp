@@ -38,17 +38,17 @@ TEST(InitFromHfTest, ARunStartsFromTheExportedWeightsBitForBit) {
   trained.run();
   export_hf(dir + "/run/checkpoints", dir + "/hf");
 
-  const Config fresh = load_config(config_path, {"run.out_dir=" + dir + "/fresh",
-                                                 "run.seed=99", "checkpoint.init_from_hf=" + dir + "/hf"});
+  const Config fresh = load_config(config_path, {"run.out_dir=" + dir + "/fresh", "run.seed=99",
+                                                 "checkpoint.init_from_hf=" + dir + "/hf"});
   Trainer started(fresh, Resume::kNo);
   EXPECT_EQ(started.step(), 0);
-  EXPECT_TRUE(same_bits(started.model().params().flat_values(),
-                        trained.model().params().flat_values()));
+  EXPECT_TRUE(
+      same_bits(started.model().params().flat_values(), trained.model().params().flat_values()));
   // Without the key, seed 99 gives another model: the comparison above can fail.
   Trainer seeded(load_config(config_path, {"run.out_dir=" + dir + "/seeded", "run.seed=99"}),
                  Resume::kNo);
-  EXPECT_FALSE(same_bits(seeded.model().params().flat_values(),
-                         trained.model().params().flat_values()));
+  EXPECT_FALSE(
+      same_bits(seeded.model().params().flat_values(), trained.model().params().flat_values()));
 }
 
 TEST(InitFromHfTest, TheCommandLineFlagSetsTheKeyAndAResumedRunIgnoresIt) {
@@ -63,13 +63,14 @@ TEST(InitFromHfTest, TheCommandLineFlagSetsTheKeyAndAResumedRunIgnoresIt) {
   EXPECT_NE(started.output.find("initialised from the Hugging Face weights in " + dir + "/hf"),
             std::string::npos)
       << started.output;
-  const auto resumed = testing::run_command(trainer + " --resume --set train.steps=4 --init-from-hf=" +
-                                            dir + "/hf 2>&1");
+  const auto resumed = testing::run_command(
+      trainer + " --resume --set train.steps=4 --init-from-hf=" + dir + "/hf 2>&1");
   ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
   EXPECT_NE(resumed.output.find("is not used: the run resumed at step 3"), std::string::npos)
       << resumed.output;
-  const auto missing = testing::run_command(trainer + " --set run.out_dir=" + dir +
-                                            "/missing --init-from-hf " + dir + "/nowhere 2>&1 >/dev/null");
+  const auto missing =
+      testing::run_command(trainer + " --set run.out_dir=" + dir + "/missing --init-from-hf " +
+                           dir + "/nowhere 2>&1 >/dev/null");
   EXPECT_EQ(missing.exit_code, 1) << missing.output;
   EXPECT_NE(missing.output.find(dir + "/nowhere"), std::string::npos) << missing.output;
 }

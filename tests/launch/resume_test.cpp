@@ -52,7 +52,8 @@ std::vector<int64_t> metric_steps(const std::string& dir) {
   std::vector<int64_t> steps;
   for (std::string line; std::getline(in, line);) {
     std::smatch m;
-    if (std::regex_search(line, m, std::regex("^\\{\"step\": (\\d+)"))) steps.push_back(std::stoll(m[1]));
+    if (std::regex_search(line, m, std::regex("^\\{\"step\": (\\d+)")))
+      steps.push_back(std::stoll(m[1]));
   }
   return steps;
 }

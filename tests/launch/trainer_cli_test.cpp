@@ -29,16 +29,15 @@ std::string write_config(const std::string& dir, const std::string& tweak) {
   return path;
 }
 
-void write_corpus(const std::string& dir) {
-  testing::write_fortunes_corpus(dir);
-}
+void write_corpus(const std::string& dir) { testing::write_fortunes_corpus(dir); }
 
 // Exactly one line of output, starting "trainer: error:", containing `needle`, exit code 1.
 void expect_one_line_error(const testing::CommandResult& r, const std::string& needle) {
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_EQ(r.output.rfind("trainer: error: ", 0), 0u) << r.output;
   EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
-  EXPECT_NE(r.output.find(needle), std::string::npos) << "expected '" << needle << "' in: " << r.output;
+  EXPECT_NE(r.output.find(needle), std::string::npos)
+      << "expected '" << needle << "' in: " << r.output;
 }
 
 std::string train_command(const std::string& config, const std::string& extra = "") {
@@ -55,7 +54,8 @@ TEST(TrainerCliTest, UnknownKeyNamesTheKeyPath) {
 TEST(TrainerCliTest, WrongTypeNamesTheKeyPath) {
   const std::string dir = scratch_dir("cli_wrong_type");
   const std::string config = write_config(dir, "");
-  expect_one_line_error(run_command(train_command(config, "--set train.steps=many")), "train.steps");
+  expect_one_line_error(run_command(train_command(config, "--set train.steps=many")),
+                        "train.steps");
 }
 
 TEST(TrainerCliTest, NonDividingBatchNamesTheKeys) {
@@ -100,14 +100,15 @@ TEST(TrainerCliTest, CorruptedCheckpointNamesTheTensor) {
 TEST(TrainerCliTest, DryRunOf7BPrintsThePlanWithoutAllocatingIt) {
   const std::string dir = scratch_dir("cli_dry_run_7b");
   const std::string config = std::string(MEMENTO_SOURCE_DIR) + "/configs/llama7b.yaml";
-  const auto r = run_command(trainer_binary() + " --config " + config + " --dry-run --set run.out_dir=" +
-                             dir + " 2>&1");
+  const auto r = run_command(trainer_binary() + " --config " + config +
+                             " --dry-run --set run.out_dir=" + dir + " 2>&1");
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_EQ(r.output.rfind("memory plan (per rank", 0), 0u) << "the table comes first: " << r.output;
+  EXPECT_EQ(r.output.rfind("memory plan (per rank", 0), 0u)
+      << "the table comes first: " << r.output;
   EXPECT_NE(r.output.find("6.74B parameters"), std::string::npos)
       << "Llama-2-7B has 6,738,415,616 parameters: " << r.output;
-  for (const char* row : {"parameters", "gradients", "optimizer states",
-                          "activations saved for backward", "total"})
+  for (const char* row :
+       {"parameters", "gradients", "optimizer states", "activations saved for backward", "total"})
     EXPECT_NE(r.output.find(row), std::string::npos) << row;
   // The hundreds of activation rows go to a file, not to the screen.
   EXPECT_EQ(r.output.find("model.layers.31.mlp"), std::string::npos) << r.output;
@@ -131,7 +132,8 @@ double table_gib(const std::string& output, const std::string& row) {
 TEST(TrainerCliTest, DryRunShardsOptimizerStatesOverDataParallelRanksUnderZero1) {
   const std::string dir = scratch_dir("cli_dry_run_zero1");
   const std::string config = std::string(MEMENTO_SOURCE_DIR) + "/configs/llama7b.yaml";
-  const std::string base = trainer_binary() + " --config " + config + " --dry-run --set run.out_dir=" + dir;
+  const std::string base =
+      trainer_binary() + " --config " + config + " --dry-run --set run.out_dir=" + dir;
   const auto one = run_command(base + " 2>&1");
   const auto sharded = run_command(base + " --set parallel.dp=8 --set parallel.zero1=true 2>&1");
   ASSERT_EQ(one.exit_code, 0) << one.output;
@@ -146,8 +148,9 @@ TEST(TrainerCliTest, DryRunShardsOptimizerStatesOverDataParallelRanksUnderZero1)
 TEST(TrainerCliTest, DryRunHeaderNamesDeviceAndMixedPrecision) {
   const std::string dir = scratch_dir("cli_dry_run_bf16");
   const std::string config = std::string(MEMENTO_SOURCE_DIR) + "/configs/llama-134m.yaml";
-  const auto r = run_command(trainer_binary() + " --config " + config + " --dry-run --set run.out_dir=" +
-                             dir + " --set model.device=cuda --set model.dtype=bf16 2>&1");
+  const auto r =
+      run_command(trainer_binary() + " --config " + config + " --dry-run --set run.out_dir=" + dir +
+                  " --set model.device=cuda --set model.dtype=bf16 2>&1");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("bf16 mixed precision on cuda"), std::string::npos) << r.output;
 }
@@ -157,7 +160,8 @@ TEST(TrainerCliTest, ASetThatBreaksACrossKeyCheckIsBlamedFirst) {
   const std::string config = write_config(dir, "");  // warmup_steps: 1, steps: 2
   const auto warmup = run_command(train_command(config, "--set optim.warmup_steps=3"));
   expect_one_line_error(warmup, "optim.warmup_steps = 3 exceeds train.steps = 2");
-  EXPECT_EQ(warmup.output.rfind("trainer: error: " + config + " (--set optim.warmup_steps=3): ", 0), 0u)
+  EXPECT_EQ(warmup.output.rfind("trainer: error: " + config + " (--set optim.warmup_steps=3): ", 0),
+            0u)
       << warmup.output;
 
   // The user's case: the file's warm-up is fine until --set shortens the run.
@@ -165,9 +169,11 @@ TEST(TrainerCliTest, ASetThatBreaksACrossKeyCheckIsBlamedFirst) {
   text.replace(text.find("warmup_steps: 1"), 15, "warmup_steps: 30");
   const std::string long_warmup = dir + "/long_warmup.yaml";
   std::ofstream(long_warmup) << text;
-  const auto steps = run_command(train_command(long_warmup, "--set train.steps=40 --set train.steps=1"));
+  const auto steps =
+      run_command(train_command(long_warmup, "--set train.steps=40 --set train.steps=1"));
   expect_one_line_error(steps, "optim.warmup_steps = 30 exceeds train.steps = 1");
-  EXPECT_EQ(steps.output.rfind("trainer: error: " + long_warmup + " (--set train.steps=1): ", 0), 0u)
+  EXPECT_EQ(steps.output.rfind("trainer: error: " + long_warmup + " (--set train.steps=1): ", 0),
+            0u)
       << "leads with the --set: " << steps.output;
   EXPECT_NE(steps.output.find("optim.warmup_steps from " + long_warmup + ":5"), std::string::npos)
       << "names where the other key came from: " << steps.output;
@@ -192,8 +198,9 @@ TEST(TrainerCliTest, ATokenizerLargerThanTheModelVocabularyIsRefused) {
   for (int k = 0; k < 50; ++k) tok << 97 << " " << (k == 0 ? 98 : 256 + k) << "\n";
   tok.close();
   const std::string config = write_config(dir, "");
-  expect_one_line_error(run_command(train_command(config, "--set data.tokenizer=" + dir + "/big.bpe")),
-                        dir + "/big.bpe: the tokenizer has 307 token ids but model.vocab_size is 256");
+  expect_one_line_error(
+      run_command(train_command(config, "--set data.tokenizer=" + dir + "/big.bpe")),
+      dir + "/big.bpe: the tokenizer has 307 token ids but model.vocab_size is 256");
 }
 
 TEST(TrainerCliTest, VersionNamesTheCommitItWasBuiltFrom) {
@@ -202,7 +209,8 @@ TEST(TrainerCliTest, VersionNamesTheCommitItWasBuiltFrom) {
   EXPECT_TRUE(std::regex_match(r.output, std::regex("memento [0-9]+\\.[0-9]+\\.[0-9]+ \\(commit "
                                                     "([0-9a-f]{12}(-dirty)?|unknown)\\)\n")))
       << r.output;
-  const auto head = run_command("git -C " MEMENTO_SOURCE_DIR " rev-parse --short=12 HEAD 2>/dev/null");
+  const auto head =
+      run_command("git -C " MEMENTO_SOURCE_DIR " rev-parse --short=12 HEAD 2>/dev/null");
   if (head.exit_code == 0 && head.output.size() > 1) {
     EXPECT_NE(r.output.find(head.output.substr(0, 12)), std::string::npos) << r.output;
   }
@@ -222,7 +230,8 @@ TEST(TrainerCliTest, SampleHelpDescribesSample) {
   const auto r = run_command(trainer_binary() + " sample --help 2>&1");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(r.output.rfind("usage: trainer sample", 0), 0u) << r.output;
-  for (const char* option : {"--checkpoint", "--prompt", "--tokens", "--temperature", "--top-k", "--seed"})
+  for (const char* option :
+       {"--checkpoint", "--prompt", "--tokens", "--temperature", "--top-k", "--seed"})
     EXPECT_NE(r.output.find(option), std::string::npos) << option;
   EXPECT_EQ(r.output.find("--dry-run"), std::string::npos) << "the training usage: " << r.output;
 }

@@ -39,7 +39,8 @@ std::string make_run(const std::string& dir, int64_t steps, const std::string& t
 // The number after "key": in a JSON line.
 double json_number(const std::string& line, const std::string& key) {
   std::smatch m;
-  EXPECT_TRUE(std::regex_search(line, m, std::regex("\"" + key + "\": ([-0-9.e+]+)"))) << key << ": " << line;
+  EXPECT_TRUE(std::regex_search(line, m, std::regex("\"" + key + "\": ([-0-9.e+]+)")))
+      << key << ": " << line;
   return m.size() > 1 ? std::stod(m[1]) : 0.0;
 }
 
@@ -68,7 +69,8 @@ TEST(TrainerLogTest, MetricLinesReportMeansOverTheInterval) {
     EXPECT_EQ(json_number(lines[k], "step"), static_cast<double>(3 * k + 3));
     EXPECT_EQ(json_number(lines[k], "interval_steps"), 3);
     EXPECT_NEAR(json_number(lines[k], "loss"), loss, 1e-6) << lines[k];
-    EXPECT_NEAR(json_number(lines[k], "tokens_per_s"), tokens / seconds, 0.1 + 1e-6 * tokens / seconds)
+    EXPECT_NEAR(json_number(lines[k], "tokens_per_s"), tokens / seconds,
+                0.1 + 1e-6 * tokens / seconds)
         << lines[k];
     // The last step's own rate is not what the line reports (unless all three took equally long).
     EXPECT_NEAR(json_number(lines[k], "interval_s"), seconds, 1e-4) << lines[k];
@@ -91,8 +93,8 @@ TEST(TrainerLogTest, MetricsCarryResidentMemory) {
 
 TEST(TrainerLogTest, AnMfuAbove100PercentIsWarnedAboutNamingThePeakKey) {
   const std::string dir = scratch_dir("log_mfu");
-  const auto r = run_command(trainer_binary() + " --config " + make_run(dir, 2, ", peak_tflops: 1.0e-9") +
-                             " 2>&1 >/dev/null");
+  const auto r = run_command(trainer_binary() + " --config " +
+                             make_run(dir, 2, ", peak_tflops: 1.0e-9") + " 2>&1 >/dev/null");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("is above 100%"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("train.peak_tflops"), std::string::npos) << r.output;
@@ -107,7 +109,8 @@ TEST(TrainerLogTest, TheLogNamesTheBuildTheHostAndTheWaitPolicy) {
   char host[256] = {};
   gethostname(host, sizeof(host) - 1);
   EXPECT_NE(r.output.find(std::string(" on host ") + host), std::string::npos) << r.output;
-  EXPECT_TRUE(std::regex_search(r.output, std::regex("memento [0-9.]+ \\(commit [0-9a-f]"))) << r.output;
+  EXPECT_TRUE(std::regex_search(r.output, std::regex("memento [0-9.]+ \\(commit [0-9a-f]")))
+      << r.output;
   EXPECT_NE(r.output.find("OMP_WAIT_POLICY=passive, the default"), std::string::npos) << r.output;
   const auto active = run_command("OMP_WAIT_POLICY=active " + trainer_binary() + " --config " +
                                   make_run(dir, 1) + " 2>&1");
@@ -138,7 +141,8 @@ TEST(TrainerLogTest, OpenMpWaitsPassivelyUnlessTheUserSaysOtherwise) {
   const std::string config = make_run(dir, 100000);
   unsetenv("OMP_WAIT_POLICY");  // ctest sets it for the tests; a user's shell does not
   const pid_t pid = testing::spawn({trainer_binary(), "--config", config}, dir + "/log.txt");
-  ASSERT_TRUE(wait_for_metrics(dir + "/run/metrics.jsonl", pid)) << testing::read_file(dir + "/log.txt");
+  ASSERT_TRUE(wait_for_metrics(dir + "/run/metrics.jsonl", pid))
+      << testing::read_file(dir + "/log.txt");
   const std::string env = environment_of(pid);
   kill(pid, SIGKILL);
   testing::wait_exit_code(pid);
@@ -149,7 +153,8 @@ TEST(TrainerLogTest, SigintIsLoggedAsSigint) {
   const std::string dir = scratch_dir("log_sigint");
   const std::string config = make_run(dir, 100000);
   const pid_t pid = testing::spawn({trainer_binary(), "--config", config}, dir + "/log.txt");
-  ASSERT_TRUE(wait_for_metrics(dir + "/run/metrics.jsonl", pid)) << testing::read_file(dir + "/log.txt");
+  ASSERT_TRUE(wait_for_metrics(dir + "/run/metrics.jsonl", pid))
+      << testing::read_file(dir + "/log.txt");
   kill(pid, SIGINT);
   EXPECT_EQ(testing::wait_exit_code(pid), 75);
   const std::string log = testing::read_file(dir + "/log.txt");

@@ -192,8 +192,7 @@ TEST(LimitResource, BoundsTensorsAndComposesWithTracking) {
   {
     const Tensor a = Tensor::empty(Shape{512}, DType::kF32, Device::cpu(), &tracking);  // 2 KiB
     const Tensor b = Tensor::empty(Shape{256}, DType::kF64, Device::cpu(), &tracking);  // 2 KiB
-    EXPECT_THROW(Tensor::empty(Shape{1}, DType::kF32, Device::cpu(), &tracking),
-                 OutOfMemoryError);
+    EXPECT_THROW(Tensor::empty(Shape{1}, DType::kF32, Device::cpu(), &tracking), OutOfMemoryError);
     EXPECT_EQ(tracking.current_bytes(), 4096u);
     EXPECT_EQ(limit.current_bytes(), 4096u);
   }

@@ -39,7 +39,8 @@ std::vector<T> random_vector(size_t n, uint32_t seed, double scale) {
 
 TEST(GlobalGradNorm, SmallExactCases) {
   EXPECT_EQ(global_grad_norm(tensor_of(std::vector<float>{3, 4})), 5.0);
-  EXPECT_EQ(global_grad_norm(tensor_of(std::vector<double>{-2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0})), 2.0);
+  EXPECT_EQ(global_grad_norm(tensor_of(std::vector<double>{-2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0})),
+            2.0);
   EXPECT_EQ(global_grad_norm(tensor_of(std::vector<float>(1000, 0.0f))), 0.0);
   // 17 ones: a tail after the 8-wide lanes, and fewer items than blocks.
   EXPECT_NEAR(global_grad_norm(tensor_of(std::vector<double>(17, 1.0))), std::sqrt(17.0), 1e-15);
@@ -57,7 +58,8 @@ TEST(GlobalGradNorm, MatchesALongDoubleReference) {
   EXPECT_NEAR(global_grad_norm(tensor_of(big)), reference_norm(big), 1e-15 * reference_norm(big));
   EXPECT_NEAR(global_grad_norm(tensor_of(big)), 5e30, 1e-7 * 5e30);
   const std::vector<float> tiny = {3e-30f, 4e-30f};
-  EXPECT_NEAR(global_grad_norm(tensor_of(tiny)), reference_norm(tiny), 1e-15 * reference_norm(tiny));
+  EXPECT_NEAR(global_grad_norm(tensor_of(tiny)), reference_norm(tiny),
+              1e-15 * reference_norm(tiny));
   EXPECT_NEAR(global_grad_norm(tensor_of(tiny)), 5e-30, 1e-7 * 5e-30);
 }
 

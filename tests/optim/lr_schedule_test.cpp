@@ -36,11 +36,12 @@ TEST(LrSchedule, NamesAndUnknownName) {
 }
 
 TEST(LrSchedule, WarmupRampsLinearlyToLr) {
-  for (ScheduleKind kind : {ScheduleKind::kCosine, ScheduleKind::kLinear, ScheduleKind::kConstant}) {
+  for (ScheduleKind kind :
+       {ScheduleKind::kCosine, ScheduleKind::kLinear, ScheduleKind::kConstant}) {
     const LrSchedule s = make(kind, 10, 110);
     EXPECT_DOUBLE_EQ(s.at(0), 1e-4);  // (0 + 1) / 10 * lr: the first update is not at zero
     EXPECT_DOUBLE_EQ(s.at(4), 5e-4);
-    EXPECT_DOUBLE_EQ(s.at(9), 1e-3);  // the last warmup step reaches lr
+    EXPECT_DOUBLE_EQ(s.at(9), 1e-3);   // the last warmup step reaches lr
     EXPECT_DOUBLE_EQ(s.at(10), 1e-3);  // and the first decay step starts from it
     for (int64_t i = 1; i < 10; ++i) EXPECT_GT(s.at(i), s.at(i - 1)) << i;
   }
@@ -90,7 +91,8 @@ TEST(LrSchedule, NoWarmupStartsAtLr) {
 }
 
 TEST(LrSchedule, DegenerateLengthsStayFiniteAndInRange) {
-  for (ScheduleKind kind : {ScheduleKind::kCosine, ScheduleKind::kLinear, ScheduleKind::kConstant}) {
+  for (ScheduleKind kind :
+       {ScheduleKind::kCosine, ScheduleKind::kLinear, ScheduleKind::kConstant}) {
     for (int64_t warmup : {0, 1, 5}) {
       for (int64_t total : {1, 2, 5, 6, 7}) {
         const LrSchedule s = make(kind, warmup, total, 1.0, 0.1);

@@ -4,8 +4,8 @@
 #include <gtest/gtest.h>
 
 #include "core/error.h"
-#include "parallel/mpi_communicator.h"
 #include "core/parallel/self_communicator.h"
+#include "parallel/mpi_communicator.h"
 
 namespace memento::parallel {
 namespace {

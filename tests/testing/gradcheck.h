@@ -31,14 +31,14 @@ inline Tensor random_tensor(Shape shape, DType dtype, uint64_t seed, double scal
 }
 
 struct GradCheckCase {
-  ParameterSet* params = nullptr;          // fp64, allocated and initialised
-  std::vector<TensorView> inputs;          // fp64 inputs whose gradients backward returns
+  ParameterSet* params = nullptr;  // fp64, allocated and initialised
+  std::vector<TensorView> inputs;  // fp64 inputs whose gradients backward returns
   std::vector<std::string> input_names;
   // Runs the forward pass and returns the output.
   std::function<Tensor(LayerContext&)> forward;
   // Runs backward from dout and returns the gradients of `inputs`, in order.
   std::function<std::vector<Tensor>(LayerContext&, const Tensor& dout)> backward;
-  int max_elements_per_tensor = 48;        // checked elements per tensor, spread over it
+  int max_elements_per_tensor = 48;  // checked elements per tensor, spread over it
   double step = 1e-5;
   double rtol = 1e-6;
   double atol = 1e-9;
@@ -82,7 +82,8 @@ inline void expect_gradients_match(GradCheckCase& c) {
       x = saved;
       const double numeric = (up - down) / (2 * c.step);
       const double a = analytic.data<double>()[i];
-      EXPECT_LE(std::fabs(a - numeric), c.atol + c.rtol * std::max(std::fabs(a), std::fabs(numeric)))
+      EXPECT_LE(std::fabs(a - numeric),
+                c.atol + c.rtol * std::max(std::fabs(a), std::fabs(numeric)))
           << name << "[" << i << "]: analytic " << a << ", finite difference " << numeric;
     }
   };

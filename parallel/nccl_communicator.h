@@ -21,8 +21,8 @@
 #include <memory>
 #include <string>
 
-#include "core/tensor.h"
 #include "core/parallel/communicator.h"
+#include "core/tensor.h"
 
 namespace memento::parallel {
 

@@ -163,19 +163,10 @@ void select_box(hid_t space, const TensorRegion& region, const TensorBox& box,
   const hsize_t block = static_cast<hsize_t>(box.count[n - 1]);
   const hsize_t stride = static_cast<hsize_t>(full[n - 1]);
   Shape index = box.start;
-  while (true) {
+  do {
     const hsize_t start = static_cast<hsize_t>(flat_index(full, index) - region.range.begin);
     HDF5_CHECK(H5Sselect_hyperslab(space, H5S_SELECT_OR, &start, &stride, &rows, &block), where);
-    int d = rows_dim - 1;
-    for (; d >= 0; --d) {
-      if (index[d] + 1 < box.end(d)) {
-        index = index.with_dim(d, index[d] + 1);
-        break;
-      }
-      index = index.with_dim(d, box.start[d]);
-    }
-    if (d < 0) return;
-  }
+  } while (box.next_index(index, rows_dim));
 }
 
 uint32_t read_range_checksummed(hid_t dataset, hid_t type, size_t element_size, ElementRange wanted,

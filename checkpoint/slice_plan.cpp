@@ -102,18 +102,9 @@ void TensorRegion::for_each_run(
   }
   // An odometer over the box's indices in every dimension but the last.
   Shape index = box.start;
-  while (true) {
+  do {
     fn(index, box.count[n - 1]);
-    int d = n - 2;
-    for (; d >= 0; --d) {
-      if (index[d] + 1 < box.end(d)) {
-        index = index.with_dim(d, index[d] + 1);
-        break;
-      }
-      index = index.with_dim(d, box.start[d]);
-    }
-    if (d < 0) return;
-  }
+  } while (box.next_index(index, n - 1));
 }
 
 std::optional<TensorBox> intersect(const TensorBox& a, const TensorBox& b) {

@@ -47,6 +47,23 @@ void StateRegistry::add_tensor(std::string name, TensorView view) {
   add(std::move(entry));
 }
 
+namespace {
+
+// The entry of a tensor that holds part of its logical tensor (a flat range or a box).
+StateEntry part_entry(std::string name, const TensorView& local, Shape full_shape) {
+  MEMENTO_CHECK(!local.is_meta(), "state tensor ", name, " is a kMeta tensor without storage");
+  MEMENTO_CHECK(local.raw() != nullptr || local.numel() == 0, "state tensor ", name,
+                " has no data pointer");
+  StateEntry entry;
+  entry.name = std::move(name);
+  entry.kind = EntryKind::kTensor;
+  entry.tensor = local;
+  entry.full_shape = std::move(full_shape);
+  return entry;
+}
+
+}  // namespace
+
 void StateRegistry::add_tensor_slice(std::string name, TensorView local, Shape full_shape,
                                      int64_t offset) {
   MEMENTO_CHECK(local.ndim() == 1, "state tensor slice ", name, " must be 1-D, got shape ",
@@ -58,14 +75,7 @@ void StateRegistry::add_tensor_slice(std::string name, TensorView local, Shape f
     add_tensor(std::move(name), TensorView(local.raw(), full_shape, local.dtype(), local.device()));
     return;
   }
-  MEMENTO_CHECK(!local.is_meta(), "state tensor ", name, " is a kMeta tensor without storage");
-  MEMENTO_CHECK(local.raw() != nullptr || local.numel() == 0, "state tensor ", name,
-                " has no data pointer");
-  StateEntry entry;
-  entry.name = std::move(name);
-  entry.kind = EntryKind::kTensor;
-  entry.tensor = local;
-  entry.full_shape = full_shape;
+  StateEntry entry = part_entry(std::move(name), local, std::move(full_shape));
   entry.offset = offset;
   add(std::move(entry));
 }
@@ -80,14 +90,7 @@ void StateRegistry::add_tensor_box(std::string name, TensorView local, Shape ful
     add_tensor(std::move(name), local);
     return;
   }
-  MEMENTO_CHECK(!local.is_meta(), "state tensor ", name, " is a kMeta tensor without storage");
-  MEMENTO_CHECK(local.raw() != nullptr || local.numel() == 0, "state tensor ", name,
-                " has no data pointer");
-  StateEntry entry;
-  entry.name = std::move(name);
-  entry.kind = EntryKind::kTensor;
-  entry.tensor = local;
-  entry.full_shape = full_shape;
+  StateEntry entry = part_entry(std::move(name), local, std::move(full_shape));
   entry.is_box = true;
   entry.box_start = box.start;
   add(std::move(entry));

@@ -36,6 +36,19 @@ struct TensorBox {
     for (int d = 0; d < shape.ndim(); ++d) zero = zero.with_dim(d, 0);
     return {zero, shape};
   }
+  // Steps `index` (inside the box) to the next index in row-major order over the box's first
+  // `dims` dimensions, leaving the others as they are; false (index back at start) after the
+  // last. An odometer: walk a box row by row with dims = ndim - 1.
+  bool next_index(Shape& index, int dims) const {
+    for (int d = dims - 1; d >= 0; --d) {
+      if (index[d] + 1 < end(d)) {
+        index = index.with_dim(d, index[d] + 1);
+        return true;
+      }
+      index = index.with_dim(d, start[d]);
+    }
+    return false;
+  }
   // True when the box lies inside a tensor of shape `shape` (same number of dimensions).
   bool inside(const Shape& shape) const {
     if (start.ndim() != shape.ndim() || count.ndim() != shape.ndim()) return false;

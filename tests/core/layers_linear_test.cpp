@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "core/layers/linear.h"
+#include "core/ops/matmul.h"
 #include "testing/gradcheck.h"
 
 namespace memento {
@@ -127,6 +128,57 @@ TEST(LayersLinear, ShapeErrorsNameTheLayer) {
         << e.what();
   }
   EXPECT_THROW(linear.forward(ctx, Tensor::zeros(Shape{2, 8}, DType::kF64)), ShapeError);
+}
+
+// The precision picks the weight a GEMM reads: kCompute the compute copy (bf16 here, which an fp32
+// activation cannot be multiplied with: a ShapeError), kFp32 the fp32 master, bit for bit.
+TEST(LayersLinear, PrecisionChoosesTheMasterOrTheComputeWeight) {
+  ParameterSet params;
+  Linear fp32(params, "head32", 8, 4, 0.5f, GemmPrecision::kFp32);
+  Linear compute(params, "head", 8, 4, 0.5f);
+  params.allocate(DType::kF32, Device::cpu(), nullptr, DType::kBF16);
+  params.initialize(3);
+  const Tensor x = random_tensor(Shape{2, 8}, DType::kF32, 4);
+  KeepActivationStore store;
+  LayerContext ctx{params, store, false};
+  const Tensor y = fp32.forward(ctx, x);
+  const Tensor want = Tensor::empty(Shape{2, 4}, DType::kF32);
+  ops::matmul(x, false, params.value(fp32.weight()), true, want);
+  EXPECT_EQ(std::memcmp(y.view().raw(), want.view().raw(), y.bytes()), 0);
+  EXPECT_THROW(compute.forward(ctx, x), ShapeError);
+}
+
+// A tied Linear multiplies with another layer's parameter and adds its gradient there.
+TEST(LayersLinear, TiedWeightIsTheOwnersParameter) {
+  ParameterSet params;
+  const ParamRef table = params.declare("embed.weight", Shape{5, 3}, ParamInit::normal(0.5f));
+  Linear head = Linear::tied(params, "lm_head", table);
+  EXPECT_EQ(head.in(), 3);
+  EXPECT_EQ(head.out(), 5);
+  EXPECT_EQ(params.entries().size(), 1u);  // declares nothing of its own
+  params.allocate(DType::kF64);
+  params.initialize(5);
+  const Tensor x = random_tensor(Shape{4, 3}, DType::kF64, 6);
+  const Tensor dy = random_tensor(Shape{4, 5}, DType::kF64, 7);
+  KeepActivationStore store;
+  LayerContext ctx{params, store, true};
+  const Tensor y = head.forward(ctx, x);
+  head.backward(ctx, dy);
+  const double* E = params.value(table).data<double>();
+  const double* dE = params.grad(table).data<double>();
+  for (int64_t n = 0; n < 4; ++n)
+    for (int64_t v = 0; v < 5; ++v) {
+      double ref = 0;
+      for (int64_t c = 0; c < 3; ++c) ref += x.data<double>()[n * 3 + c] * E[v * 3 + c];
+      EXPECT_NEAR(y.data<double>()[n * 5 + v], ref, 1e-14);
+    }
+  for (int64_t v = 0; v < 5; ++v)
+    for (int64_t c = 0; c < 3; ++c) {
+      double ref = 0;
+      for (int64_t n = 0; n < 4; ++n)
+        ref += dy.data<double>()[n * 5 + v] * x.data<double>()[n * 3 + c];
+      EXPECT_NEAR(dE[v * 3 + c], ref, 1e-14);
+    }
 }
 
 }  // namespace

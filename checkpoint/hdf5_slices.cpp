@@ -11,49 +11,6 @@ namespace {
 // Elements outside the wanted range are checksummed through a buffer of at most this size.
 constexpr size_t kStagingBytes = size_t{16} << 20;
 
-// Adds elements [begin, end) of the sub-array at start[0..d) (row-major, relative to it) to the
-// selection. `start` and `count` are scratch boxes of the dataspace's rank.
-void add_sub_range(hid_t space, const std::vector<hsize_t>& dims, std::vector<hsize_t>& start,
-                   std::vector<hsize_t>& count, size_t d, hsize_t begin, hsize_t end,
-                   const std::string& where) {
-  if (begin >= end) return;
-  hsize_t stride = 1;  // elements per index of dimension d
-  for (size_t k = d + 1; k < dims.size(); ++k) stride *= dims[k];
-  const auto add_rows = [&](hsize_t first, hsize_t rows) {
-    start[d] = first;
-    count[d] = rows;
-    for (size_t k = d + 1; k < dims.size(); ++k) {
-      start[k] = 0;
-      count[k] = dims[k];
-    }
-    HDF5_CHECK(
-        H5Sselect_hyperslab(space, H5S_SELECT_OR, start.data(), nullptr, count.data(), nullptr),
-        where);
-  };
-  const auto recurse = [&](hsize_t index, hsize_t sub_begin, hsize_t sub_end) {
-    start[d] = index;
-    count[d] = 1;
-    add_sub_range(space, dims, start, count, d + 1, sub_begin, sub_end, where);
-  };
-  if (stride == 1) {
-    add_rows(begin, end - begin);
-    return;
-  }
-  hsize_t first = begin / stride;
-  const hsize_t last = (end - 1) / stride;
-  if (first == last) {
-    recurse(first, begin - first * stride, end - first * stride);
-    return;
-  }
-  if (begin % stride != 0) {  // a partial leading row
-    recurse(first, begin % stride, stride);
-    ++first;
-  }
-  const hsize_t whole_end = end / stride;  // rows [first, whole_end) are whole
-  if (first < whole_end) add_rows(first, whole_end - first);
-  if (end % stride != 0) recurse(whole_end, 0, end % stride);  // a partial trailing row
-}
-
 // Reads elements `range` of the dataset into `dest`.
 void read_flat(hid_t dataset, hid_t type, ElementRange range, void* dest,
                const std::string& where) {
@@ -70,12 +27,20 @@ void read_flat(hid_t dataset, hid_t type, ElementRange range, void* dest,
 void select_flat_range(hid_t space, ElementRange range, const std::string& where) {
   const int ndim = HDF5_CHECK(H5Sget_simple_extent_ndims(space), where);
   std::vector<hsize_t> dims(ndim);
-  std::vector<hsize_t> start(ndim, 0);  // scratch boxes
-  std::vector<hsize_t> count(ndim, 1);
   HDF5_CHECK(H5Sget_simple_extent_dims(space, dims.data(), nullptr), where);
   HDF5_CHECK(H5Sselect_none(space), where);
-  add_sub_range(space, dims, start, count, 0, static_cast<hsize_t>(range.begin),
-                static_cast<hsize_t>(range.end), where);
+  const Shape full(std::vector<int64_t>(dims.begin(), dims.end()));
+  // The range as the union of at most 2 * ndim - 1 boxes (slice_plan.h), one hyperslab each.
+  std::vector<hsize_t> start(ndim), count(ndim);
+  for (const TensorBox& box : TensorRegion::flat(full, range).boxes()) {
+    for (int d = 0; d < ndim; ++d) {
+      start[d] = static_cast<hsize_t>(box.start[d]);
+      count[d] = static_cast<hsize_t>(box.count[d]);
+    }
+    HDF5_CHECK(
+        H5Sselect_hyperslab(space, H5S_SELECT_OR, start.data(), nullptr, count.data(), nullptr),
+        where);
+  }
 }
 
 namespace {

@@ -14,6 +14,11 @@ Shape::Shape(std::initializer_list<int64_t> dims) {
   for (int64_t d : dims) dims_[ndim_++] = d;
 }
 
+Shape::Shape(const std::vector<int64_t>& dims) {
+  MEMENTO_CHECK(static_cast<int>(dims.size()) <= kMaxDims, "too many dims: ", dims.size());
+  for (int64_t d : dims) dims_[ndim_++] = d;
+}
+
 int64_t Shape::numel() const {
   int64_t n = 1;
   for (int i = 0; i < ndim_; ++i) n *= dims_[i];
@@ -52,8 +57,8 @@ TensorView TensorView::slice(int64_t begin, int64_t end) const {
 }
 
 TensorView TensorView::flat_range(int64_t offset, Shape shape) const {
-  MEMENTO_EXPECT(offset >= 0 && offset + shape.numel() <= numel(), ShapeError, "range at ",
-                 offset, " of ", shape.str(), " exceeds ", shape_.str());
+  MEMENTO_EXPECT(offset >= 0 && offset + shape.numel() <= numel(), ShapeError, "range at ", offset,
+                 " of ", shape.str(), " exceeds ", shape_.str());
   char* base = static_cast<char*>(data_);
   void* p = base ? base + offset * static_cast<int64_t>(dtype_size(dtype_)) : nullptr;
   return {p, shape, dtype_, device_};
@@ -106,8 +111,8 @@ void expect_shape(const TensorView& t, const Shape& expected, const char* what) 
 }
 
 void expect_dtype(const TensorView& t, DType expected, const char* what) {
-  MEMENTO_EXPECT(t.dtype() == expected, ShapeError, what, ": expected dtype ",
-                 dtype_name(expected), ", got ", dtype_name(t.dtype()));
+  MEMENTO_EXPECT(t.dtype() == expected, ShapeError, what, ": expected dtype ", dtype_name(expected),
+                 ", got ", dtype_name(t.dtype()));
 }
 
 void copy(const TensorView& src, const TensorView& dst) {

@@ -178,12 +178,11 @@ std::vector<std::string> remove_stale_temporaries(const std::string& root) {
   for (const auto& item : fs::directory_iterator(root, error)) {
     const std::string name = item.path().filename().string();
     const std::string_view n = name;
-    const bool step_temporary = n.starts_with(".") && n.substr(1).starts_with(kStepPrefix) &&
-                                (n.find(".tmp") != n.npos || n.find(".deleting.") != n.npos ||
-                                 n.find(".old.") != n.npos);
-    const bool latest_temporary =
-        n.starts_with(".") && n.substr(1).starts_with(kLatestFileName) &&
-        n.substr(1 + kLatestFileName.size()).starts_with(".tmp.");
+    const bool step_temporary =
+        n.starts_with(".") && n.substr(1).starts_with(kStepPrefix) &&
+        (n.find(".tmp") != n.npos || n.find(".deleting.") != n.npos || n.find(".old.") != n.npos);
+    const bool latest_temporary = n.starts_with(".") && n.substr(1).starts_with(kLatestFileName) &&
+                                  n.substr(1 + kLatestFileName.size()).starts_with(".tmp.");
     const bool ours = step_temporary || latest_temporary;
     if (ours) removed.push_back(item.path().string());
   }

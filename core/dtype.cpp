@@ -75,7 +75,8 @@ uint8_t encode_fp8(float x, const Fp8Format& f) {
   if (re < emin) {  // subnormal: exponent field 0
     return sign | static_cast<uint8_t>(std::ldexp(r, f.mantissa_bits - emin));
   }
-  const auto mant = static_cast<uint8_t>(std::ldexp(r, f.mantissa_bits - re) - (1 << f.mantissa_bits));
+  const auto mant =
+      static_cast<uint8_t>(std::ldexp(r, f.mantissa_bits - re) - (1 << f.mantissa_bits));
   return sign | static_cast<uint8_t>(((re + f.bias) << f.mantissa_bits) | mant);
 }
 
@@ -93,8 +94,8 @@ float decode_fp8(uint8_t x, const Fp8Format& f, bool has_inf) {
   if (exp_field == 0) {
     return sign * static_cast<float>(std::ldexp(mant, 1 - f.bias - f.mantissa_bits));
   }
-  return sign * static_cast<float>(
-                    std::ldexp(mant + (1 << f.mantissa_bits), exp_field - f.bias - f.mantissa_bits));
+  return sign * static_cast<float>(std::ldexp(mant + (1 << f.mantissa_bits),
+                                              exp_field - f.bias - f.mantissa_bits));
 }
 
 template <typename Fn>
@@ -106,15 +107,24 @@ std::array<float, 256> make_table(Fn fn) {
 
 double load_as_double(const void* src, DType dtype, size_t i) {
   switch (dtype) {
-    case DType::kF32: return static_cast<const float*>(src)[i];
-    case DType::kF64: return static_cast<const double*>(src)[i];
-    case DType::kBF16: return bf16_to_float(static_cast<const uint16_t*>(src)[i]);
-    case DType::kF16: return fp16_to_float(static_cast<const uint16_t*>(src)[i]);
-    case DType::kF8E4M3: return fp8_e4m3_to_float(static_cast<const uint8_t*>(src)[i]);
-    case DType::kF8E5M2: return fp8_e5m2_to_float(static_cast<const uint8_t*>(src)[i]);
-    case DType::kI32: return static_cast<const int32_t*>(src)[i];
-    case DType::kI64: return static_cast<double>(static_cast<const int64_t*>(src)[i]);
-    case DType::kU16: return static_cast<const uint16_t*>(src)[i];
+    case DType::kF32:
+      return static_cast<const float*>(src)[i];
+    case DType::kF64:
+      return static_cast<const double*>(src)[i];
+    case DType::kBF16:
+      return bf16_to_float(static_cast<const uint16_t*>(src)[i]);
+    case DType::kF16:
+      return fp16_to_float(static_cast<const uint16_t*>(src)[i]);
+    case DType::kF8E4M3:
+      return fp8_e4m3_to_float(static_cast<const uint8_t*>(src)[i]);
+    case DType::kF8E5M2:
+      return fp8_e5m2_to_float(static_cast<const uint8_t*>(src)[i]);
+    case DType::kI32:
+      return static_cast<const int32_t*>(src)[i];
+    case DType::kI64:
+      return static_cast<double>(static_cast<const int64_t*>(src)[i]);
+    case DType::kU16:
+      return static_cast<const uint16_t*>(src)[i];
   }
   return 0.0;
 }
@@ -134,15 +144,33 @@ void store_from_double(double v, void* dst, DType dtype, size_t i) {
                       dtype == DType::kF8E5M2;
   const float f = narrow ? to_float_round_to_odd(v) : static_cast<float>(v);
   switch (dtype) {
-    case DType::kF32: static_cast<float*>(dst)[i] = f; break;
-    case DType::kF64: static_cast<double*>(dst)[i] = v; break;
-    case DType::kBF16: static_cast<uint16_t*>(dst)[i] = float_to_bf16(f); break;
-    case DType::kF16: static_cast<uint16_t*>(dst)[i] = float_to_fp16(f); break;
-    case DType::kF8E4M3: static_cast<uint8_t*>(dst)[i] = float_to_fp8_e4m3(f); break;
-    case DType::kF8E5M2: static_cast<uint8_t*>(dst)[i] = float_to_fp8_e5m2(f); break;
-    case DType::kI32: static_cast<int32_t*>(dst)[i] = static_cast<int32_t>(v); break;
-    case DType::kI64: static_cast<int64_t*>(dst)[i] = static_cast<int64_t>(v); break;
-    case DType::kU16: static_cast<uint16_t*>(dst)[i] = static_cast<uint16_t>(v); break;
+    case DType::kF32:
+      static_cast<float*>(dst)[i] = f;
+      break;
+    case DType::kF64:
+      static_cast<double*>(dst)[i] = v;
+      break;
+    case DType::kBF16:
+      static_cast<uint16_t*>(dst)[i] = float_to_bf16(f);
+      break;
+    case DType::kF16:
+      static_cast<uint16_t*>(dst)[i] = float_to_fp16(f);
+      break;
+    case DType::kF8E4M3:
+      static_cast<uint8_t*>(dst)[i] = float_to_fp8_e4m3(f);
+      break;
+    case DType::kF8E5M2:
+      static_cast<uint8_t*>(dst)[i] = float_to_fp8_e5m2(f);
+      break;
+    case DType::kI32:
+      static_cast<int32_t*>(dst)[i] = static_cast<int32_t>(v);
+      break;
+    case DType::kI64:
+      static_cast<int64_t*>(dst)[i] = static_cast<int64_t>(v);
+      break;
+    case DType::kU16:
+      static_cast<uint16_t*>(dst)[i] = static_cast<uint16_t>(v);
+      break;
   }
 }
 
@@ -155,8 +183,8 @@ bool dtype_is_float(DType dtype) { return info(dtype).is_float; }
 DType dtype_from_name(std::string_view name) {
   for (const auto& d : kDTypes)
     if (d.name == name) return d.dtype;
-  throw ConfigError(detail::concat("unknown dtype '", name,
-                                   "' (expected f32, f64, bf16, f16, f8e4m3, f8e5m2, i32, i64, u16)"));
+  throw ConfigError(detail::concat(
+      "unknown dtype '", name, "' (expected f32, f64, bf16, f16, f8e4m3, f8e5m2, i32, i64, u16)"));
 }
 
 uint16_t float_to_bf16(float x) {
@@ -214,7 +242,8 @@ void convert(const void* src, DType src_dtype, void* dst, DType dst_dtype, size_
     return;
   }
 #pragma omp parallel for schedule(static) if (n > 65536)
-  for (size_t i = 0; i < n; ++i) store_from_double(load_as_double(src, src_dtype, i), dst, dst_dtype, i);
+  for (size_t i = 0; i < n; ++i)
+    store_from_double(load_as_double(src, src_dtype, i), dst, dst_dtype, i);
 }
 
 }  // namespace memento

@@ -13,7 +13,7 @@ namespace memento {
 enum class DType : uint8_t { kF32, kF64, kBF16, kF16, kF8E4M3, kF8E5M2, kI32, kI64, kU16 };
 
 size_t dtype_size(DType dtype);
-std::string_view dtype_name(DType dtype);     // "f32", "bf16", "f8e4m3", ...
+std::string_view dtype_name(DType dtype);      // "f32", "bf16", "f8e4m3", ...
 DType dtype_from_name(std::string_view name);  // throws ConfigError on an unknown name
 bool dtype_is_float(DType dtype);
 

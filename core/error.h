@@ -49,16 +49,16 @@ std::string concat(const Args&... args) {
 }  // namespace memento
 
 // Throws ErrorType with the streamed message when cond is false. For input validation.
-#define MEMENTO_EXPECT(cond, ErrorType, ...)                          \
-  do {                                                                \
+#define MEMENTO_EXPECT(cond, ErrorType, ...)                              \
+  do {                                                                    \
     if (!(cond)) throw ErrorType(::memento::detail::concat(__VA_ARGS__)); \
   } while (0)
 
 // Broken invariant: prints rank, host, file and line, then aborts the job. Evaluates cond once.
-#define MEMENTO_CHECK(cond, ...)                                                       \
-  do {                                                                                 \
-    if (!(cond))                                                                       \
-      ::memento::detail::fatal(__FILE__, __LINE__,                                     \
-                               ::memento::detail::concat("check failed: " #cond " ", \
-                                                         ##__VA_ARGS__));              \
+#define MEMENTO_CHECK(cond, ...)                                                 \
+  do {                                                                           \
+    if (!(cond))                                                                 \
+      ::memento::detail::fatal(                                                  \
+          __FILE__, __LINE__,                                                    \
+          ::memento::detail::concat("check failed: " #cond " ", ##__VA_ARGS__)); \
   } while (0)

@@ -10,8 +10,8 @@ struct LaunchInfo {
   int rank = 0;
   int world = 1;
   int local_rank = 0;
-  int local_world = 1;   // ranks on this node
-  std::string launcher;  // "mpirun", "slurm", "env" or "single"
+  int local_world = 1;     // ranks on this node
+  std::string launcher;    // "mpirun", "slurm", "env" or "single"
   bool under_mpi = false;  // an MPI launcher started us: MPI_Init will find the other ranks
 };
 

@@ -81,11 +81,13 @@ std::string usage() {
          "\n"
          "  --config FILE       YAML recipe (see configs/ and README.md for every key)\n"
          "  --set key=value     override one key, e.g. --set train.steps=100 (repeatable)\n"
-         "  --resume            continue from the newest checkpoint of the run that verifies; each\n"
+         "  --resume            continue from the newest checkpoint of the run that verifies; "
+         "each\n"
          "                      one skipped is logged with why; an error when checkpoints exist\n"
          "                      but none verifies, step 0 when there are none yet\n"
          "  --resume=auto-fallback\n"
-         "                      the same, but start from step 0 (with a warning) when none verifies\n"
+         "                      the same, but start from step 0 (with a warning) when none "
+         "verifies\n"
          "  --init-from-hf DIR  start from a Hugging Face model directory's weights (config.json,\n"
          "                      model.safetensors); the same as --set checkpoint.init_from_hf=DIR\n"
          "  --dry-run           print the memory plan of one rank, allocate nothing; the saved\n"
@@ -130,15 +132,23 @@ CommandLine parse_command_line(int argc, char** argv) {
     }
     if (cl.command == CommandLine::Command::kSample) {
       SampleArgs& s = cl.sample;
-      if (flag == "--checkpoint") s.checkpoint = args.value(flag);
-      else if (flag == "--prompt") s.prompt = args.value(flag);
-      else if (flag == "--tokenizer") s.tokenizer = args.value(flag);
-      else if (flag == "--tokens") s.tokens = to_int(args.value(flag), flag);
-      else if (flag == "--temperature") s.temperature = to_double(args.value(flag), flag);
-      else if (flag == "--top-k") s.top_k = to_int(args.value(flag), flag);
-      else if (flag == "--seed") s.seed = static_cast<uint64_t>(to_int(args.value(flag), flag));
-      else throw ConfigError(detail::concat("command line: unknown option '", flag,
-                                            "' for sample (see trainer sample --help)"));
+      if (flag == "--checkpoint")
+        s.checkpoint = args.value(flag);
+      else if (flag == "--prompt")
+        s.prompt = args.value(flag);
+      else if (flag == "--tokenizer")
+        s.tokenizer = args.value(flag);
+      else if (flag == "--tokens")
+        s.tokens = to_int(args.value(flag), flag);
+      else if (flag == "--temperature")
+        s.temperature = to_double(args.value(flag), flag);
+      else if (flag == "--top-k")
+        s.top_k = to_int(args.value(flag), flag);
+      else if (flag == "--seed")
+        s.seed = static_cast<uint64_t>(to_int(args.value(flag), flag));
+      else
+        throw ConfigError(detail::concat("command line: unknown option '", flag,
+                                         "' for sample (see trainer sample --help)"));
     } else {
       TrainArgs& t = cl.train;
       if (flag == "--config") {
@@ -154,8 +164,8 @@ CommandLine parse_command_line(int argc, char** argv) {
         args.optional_value(flag, {});
         t.dry_run = true;
       } else {
-        throw ConfigError(detail::concat("command line: unknown option '", flag,
-                                         "' (see trainer --help)"));
+        throw ConfigError(
+            detail::concat("command line: unknown option '", flag, "' (see trainer --help)"));
       }
     }
   }
@@ -166,7 +176,8 @@ CommandLine parse_command_line(int argc, char** argv) {
     MEMENTO_EXPECT(cl.sample.temperature >= 0, ConfigError,
                    "command line: --temperature must be >= 0");
   } else {
-    MEMENTO_EXPECT(!cl.train.config.empty(), ConfigError, "command line: --config FILE is required");
+    MEMENTO_EXPECT(!cl.train.config.empty(), ConfigError,
+                   "command line: --config FILE is required");
   }
   return cl;
 }

@@ -1,7 +1,7 @@
 // The trainer's command line:
 //   trainer --config FILE [--set key.path=value]... [--resume[=auto-fallback]] [--dry-run]
-//   trainer sample --checkpoint DIR --prompt TEXT [--tokens N] [--temperature X] [--top-k K] [--seed S]
-//   trainer --version | --help | sample --help
+//   trainer sample --checkpoint DIR --prompt TEXT [--tokens N] [--temperature X] [--top-k K]
+//   [--seed S] trainer --version | --help | sample --help
 // Every option that takes a value accepts it as the next argument or after '=' (--config=FILE).
 #pragma once
 
@@ -22,7 +22,7 @@ struct TrainArgs {
 struct SampleArgs {
   std::string checkpoint;  // a checkpoint directory, or a run's checkpoint root (uses latest)
   std::string prompt;
-  std::string tokenizer;   // overrides the tokenizer recorded with the run
+  std::string tokenizer;  // overrides the tokenizer recorded with the run
   int64_t tokens = 200;
   double temperature = 0.8;
   int64_t top_k = 40;

@@ -17,11 +17,12 @@ ScheduleKind schedule_from_name(const std::string& name) {
 }
 
 double LrSchedule::at(int64_t step) const {
-  if (step < warmup_steps) return lr * static_cast<double>(step + 1) / static_cast<double>(warmup_steps);
+  if (step < warmup_steps)
+    return lr * static_cast<double>(step + 1) / static_cast<double>(warmup_steps);
   if (kind == ScheduleKind::kConstant) return lr;
   const int64_t decay_steps = std::max<int64_t>(1, total_steps - warmup_steps - 1);
-  const double progress =
-      std::clamp(static_cast<double>(step - warmup_steps) / static_cast<double>(decay_steps), 0.0, 1.0);
+  const double progress = std::clamp(
+      static_cast<double>(step - warmup_steps) / static_cast<double>(decay_steps), 0.0, 1.0);
   const double shape = kind == ScheduleKind::kCosine
                            ? 0.5 * (1.0 + std::cos(std::numbers::pi * progress))
                            : 1.0 - progress;

@@ -23,7 +23,9 @@ __device__ __forceinline__ float to_f32(__nv_bfloat16 x) { return __bfloat162flo
 template <typename T>
 __device__ __forceinline__ T from_f32(float x);
 template <>
-__device__ __forceinline__ float from_f32<float>(float x) { return x; }
+__device__ __forceinline__ float from_f32<float>(float x) {
+  return x;
+}
 template <>
 __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float x) {
   return __float2bfloat16_rn(x);
@@ -92,8 +94,8 @@ __device__ __forceinline__ int64_t grid_threads() {
 }
 
 inline unsigned blocks_for(int64_t n, int threads, int64_t max_blocks = 65535) {
-  return static_cast<unsigned>(std::max<int64_t>(1, std::min((n + threads - 1) / threads,
-                                                             max_blocks)));
+  return static_cast<unsigned>(
+      std::max<int64_t>(1, std::min((n + threads - 1) / threads, max_blocks)));
 }
 
 // Calls f(T{}) with T = float or __nv_bfloat16 for the activation dtype; anything else is a
@@ -101,13 +103,17 @@ inline unsigned blocks_for(int64_t n, int threads, int64_t max_blocks = 65535) {
 template <typename F>
 void dispatch_activation(DType dtype, const char* op, const char* tensor, F&& f) {
   switch (dtype) {
-    case DType::kF32: f(float{}); return;
-    case DType::kBF16: f(__nv_bfloat16{}); return;
-    default: break;
+    case DType::kF32:
+      f(float{});
+      return;
+    case DType::kBF16:
+      f(__nv_bfloat16{});
+      return;
+    default:
+      break;
   }
-  throw ShapeError(::memento::detail::concat(op, ": ", tensor,
-                                             " must be f32 or bf16 on the GPU, got ",
-                                             dtype_name(dtype)));
+  throw ShapeError(::memento::detail::concat(
+      op, ": ", tensor, " must be f32 or bf16 on the GPU, got ", dtype_name(dtype)));
 }
 
 // Throws ShapeError unless every tensor is on the current CUDA device (where the op's kernels

@@ -38,7 +38,7 @@ __global__ void rope_rotate_pairs(T* __restrict__ x, const float* __restrict__ c
     const Index t = (row / NH) % seq_len;
     T* lo = x + static_cast<int64_t>(row) * (2 * static_cast<int64_t>(half)) + i;  // x_i
     T* hi = lo + half;                                                             // x_{i+HS/2}
-    const int64_t table = static_cast<int64_t>(t) * half + i;  // [t, i]
+    const int64_t table = static_cast<int64_t>(t) * half + i;                      // [t, i]
     const Pack<float, kN> c = load_pack<kN>(cos + table);
     const Pack<float, kN> sn = load_pack<kN>(sin + table);
     Pack<T, kN> a = load_pack<kN>(lo);

@@ -16,9 +16,12 @@ namespace memento::ops::detail {
 template <typename F>
 decltype(auto) dispatch_float(DType dtype, const char* op, const char* tensor, F&& f) {
   switch (dtype) {
-    case DType::kF32: return f(float{});
-    case DType::kF64: return f(double{});
-    default: break;
+    case DType::kF32:
+      return f(float{});
+    case DType::kF64:
+      return f(double{});
+    default:
+      break;
   }
   throw ShapeError(::memento::detail::concat(
       op, ": ", tensor, " must be f32 or f64 on the CPU, got ", dtype_name(dtype)));

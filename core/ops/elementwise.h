@@ -6,8 +6,8 @@
 
 namespace memento::ops {
 
-void add_(const TensorView& acc, const TensorView& x);   // acc += x (same shape and dtype)
-void scale_(const TensorView& x, double alpha);           // x *= alpha
-double sum_of_squares(const TensorView& x);               // sum x^2 accumulated in fp64
+void add_(const TensorView& acc, const TensorView& x);  // acc += x (same shape and dtype)
+void scale_(const TensorView& x, double alpha);         // x *= alpha
+double sum_of_squares(const TensorView& x);             // sum x^2 accumulated in fp64
 
 }  // namespace memento::ops

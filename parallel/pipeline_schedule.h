@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "core/activation_store.h"
 #include "core/model/model_stage.h"
@@ -41,6 +43,27 @@ class OneStageSchedule final : public PipelineSchedule {
  public:
   double run(ModelStage& stage, ActivationStore& store, const Step& step) override;
 };
+
+// One step of a pipeline stage's work: the forward or backward of one micro-batch through one of
+// the rank's model chunks (chunk c of rank r is virtual stage c * pp + r; one chunk without
+// interleaving).
+struct PipelineEvent {
+  enum class Kind : uint8_t { kForward, kBackward };
+  Kind kind = Kind::kForward;
+  int64_t micro_batch = 0;
+  int chunk = 0;
+  friend bool operator==(const PipelineEvent&, const PipelineEvent&) = default;
+};
+
+// The order in which pipeline rank `rank` of `stages` runs `micro_batches` micro-batches through
+// its `chunks` model chunks: 1F1B for one chunk (stages - rank - 1 warm-up forwards, then one
+// forward and one backward in turn, then the remaining backwards), Megatron's interleaved 1F1B
+// for more. The schedule as data: the trainer executes it and tests compare it with golden
+// tables. Throws ConfigError naming parallel.pp_virtual when interleaving with a number of
+// micro-batches that is not a multiple of `stages`.
+std::vector<PipelineEvent> pipeline_events(int stages, int chunks, int rank, int64_t micro_batches);
+// "F0 F1 B0 ..." (one chunk) or "F0.0 F1.0 ... B0.1" (micro-batch.chunk).
+std::string format_events(const std::vector<PipelineEvent>& events, int chunks);
 
 // The schedule of a layout: OneStageSchedule while pp = 1 (the only one yet; ParallelDims refuses
 // pp > 1 before this is reached).

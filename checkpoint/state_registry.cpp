@@ -35,22 +35,10 @@ bool valid_state_name(std::string_view name) {
   return segments >= 2;
 }
 
-void StateRegistry::add_tensor(std::string name, TensorView view) {
-  MEMENTO_CHECK(!view.is_meta(), "state tensor ", name, " is a kMeta tensor without storage");
-  MEMENTO_CHECK(view.raw() != nullptr || view.numel() == 0, "state tensor ", name,
-                " has no data pointer");
-  StateEntry entry;
-  entry.name = std::move(name);
-  entry.kind = EntryKind::kTensor;
-  entry.tensor = view;
-  entry.full_shape = view.shape();
-  add(std::move(entry));
-}
-
 namespace {
 
-// The entry of a tensor that holds part of its logical tensor (a flat range or a box).
-StateEntry part_entry(std::string name, const TensorView& local, Shape full_shape) {
+// A tensor entry over `local`, which holds all or part of a logical tensor of shape full_shape.
+StateEntry tensor_entry(std::string name, const TensorView& local, Shape full_shape) {
   MEMENTO_CHECK(!local.is_meta(), "state tensor ", name, " is a kMeta tensor without storage");
   MEMENTO_CHECK(local.raw() != nullptr || local.numel() == 0, "state tensor ", name,
                 " has no data pointer");
@@ -64,6 +52,10 @@ StateEntry part_entry(std::string name, const TensorView& local, Shape full_shap
 
 }  // namespace
 
+void StateRegistry::add_tensor(std::string name, TensorView view) {
+  add(tensor_entry(std::move(name), view, view.shape()));
+}
+
 void StateRegistry::add_tensor_slice(std::string name, TensorView local, Shape full_shape,
                                      int64_t offset) {
   MEMENTO_CHECK(local.ndim() == 1, "state tensor slice ", name, " must be 1-D, got shape ",
@@ -75,7 +67,7 @@ void StateRegistry::add_tensor_slice(std::string name, TensorView local, Shape f
     add_tensor(std::move(name), TensorView(local.raw(), full_shape, local.dtype(), local.device()));
     return;
   }
-  StateEntry entry = part_entry(std::move(name), local, std::move(full_shape));
+  StateEntry entry = tensor_entry(std::move(name), local, std::move(full_shape));
   entry.offset = offset;
   add(std::move(entry));
 }
@@ -90,7 +82,7 @@ void StateRegistry::add_tensor_box(std::string name, TensorView local, Shape ful
     add_tensor(std::move(name), local);
     return;
   }
-  StateEntry entry = part_entry(std::move(name), local, std::move(full_shape));
+  StateEntry entry = tensor_entry(std::move(name), local, std::move(full_shape));
   entry.is_box = true;
   entry.box_start = box.start;
   add(std::move(entry));

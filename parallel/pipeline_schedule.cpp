@@ -11,9 +11,9 @@ double OneStageSchedule::run(ModelStage& stage, ActivationStore& store, const St
   for (int64_t micro = 0; micro < step.micro_batches; ++micro) {
     const MicroBatch batch = step.load(micro);
     const bool last = micro + 1 == step.micro_batches;
-    const Tensor logits = stage.forward(store, micro, batch.tokens);  // (B, T, V)
-    loss_sum += loss_and_gradient(logits, batch.targets, step.grad_scale).loss_sum;
-    stage.backward(store, micro, logits, last ? step.grads_final : nullptr);  // logits: dlogits
+    loss_sum += forward_loss_backward(stage, store, micro, batch.tokens, batch.targets,
+                                      step.grad_scale, last ? step.grads_final : nullptr)
+                    .loss_sum;
   }
   return loss_sum;
 }

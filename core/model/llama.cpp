@@ -9,10 +9,8 @@ ops::CrossEntropyResult LlamaModel::forward_backward(ActivationStore& store, con
                                                      const Tensor& targets, double grad_scale,
                                                      const GradsFinalHook& grads_final,
                                                      int64_t micro_batch) {
-  const Tensor logits = stage_.forward(store, micro_batch, tokens);  // (B, T, V)
-  const ops::CrossEntropyResult result = loss_and_gradient(logits, targets, grad_scale);
-  stage_.backward(store, micro_batch, logits, grads_final);  // logits now hold dlogits
-  return result;
+  return forward_loss_backward(stage_, store, micro_batch, tokens, targets, grad_scale,
+                               grads_final);
 }
 
 ops::CrossEntropyResult LlamaModel::forward_loss(const Tensor& tokens, const Tensor& targets) {

@@ -128,6 +128,16 @@ Tensor ModelStage::backward(ActivationStore& store, int64_t micro_batch, const T
   return Tensor();
 }
 
+ops::CrossEntropyResult forward_loss_backward(ModelStage& stage, ActivationStore& store,
+                                              int64_t micro_batch, const Tensor& tokens,
+                                              const Tensor& targets, double grad_scale,
+                                              const ModelStage::GradsFinalHook& grads_final) {
+  const Tensor logits = stage.forward(store, micro_batch, tokens);  // (B, T, V)
+  const ops::CrossEntropyResult result = loss_and_gradient(logits, targets, grad_scale);
+  stage.backward(store, micro_batch, logits, grads_final);  // logits now hold dlogits
+  return result;
+}
+
 ops::CrossEntropyResult loss_and_gradient(const Tensor& logits, const Tensor& targets,
                                           double grad_scale) {
   const int64_t N = targets.numel(), V = logits.size(-1);

@@ -77,6 +77,13 @@ class ModelStage {
   std::unique_ptr<Linear> lm_head_;     // own weight, or tied to the embedding
 };
 
+// Forward, loss and backward of one micro-batch through a stage that has both the embedding and
+// the head (the one-stage case): tokens, targets (B, T) i32. Returns the loss of the micro-batch.
+ops::CrossEntropyResult forward_loss_backward(ModelStage& stage, ActivationStore& store,
+                                              int64_t micro_batch, const Tensor& tokens,
+                                              const Tensor& targets, double grad_scale,
+                                              const ModelStage::GradsFinalHook& grads_final);
+
 // The loss, its own step between the last stage's forward and backward: cross-entropy of logits
 // (B, T, V) against targets (B, T) i32, turning the logits into dlogits = grad_scale * d(sum of
 // token losses)/dlogits in place.
